@@ -1,0 +1,88 @@
+"""Mistakes catalogues: plausible wrong answers, kept next to each source notebook.
+
+``source/<ps>/mistakes.toml`` lists, per mistake, the answer cell it replaces, the complete
+wrong code, the test cells that must fail, and phrases the feedback must contain.  The test
+suite grades every mistake; the demo class is built from the same catalogue.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from autograder.notebook import grade_id, nbgrader_metadata, strip_solution_markers
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+class CatalogueError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Mistake:
+    id: str
+    cell: str
+    loses: tuple[str, ...]
+    title: str
+    feedback: tuple[str, ...]
+    code: str
+
+
+def load_catalogue(path: Path) -> list[Mistake]:
+    if not path.is_file():
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise CatalogueError(f"{path}: {error}") from None
+    mistakes = []
+    for number, entry in enumerate(data.get("mistakes", []), start=1):
+        missing = {"id", "cell", "loses", "title", "code"} - set(entry)
+        if missing:
+            raise CatalogueError(f"{path}: mistake #{number} lacks {', '.join(sorted(missing))}")
+        mistakes.append(Mistake(
+            id=str(entry["id"]), cell=str(entry["cell"]), loses=tuple(entry["loses"]),
+            title=str(entry["title"]), feedback=tuple(entry.get("feedback", ())), code=str(entry["code"]),
+        ))
+    ids = [mistake.id for mistake in mistakes]
+    duplicates = {name for name in ids if ids.count(name) > 1}
+    if duplicates:
+        raise CatalogueError(f"{path}: duplicate mistake ids {sorted(duplicates)}")
+    return mistakes
+
+
+def solution_answers(source: nbformat.NotebookNode) -> dict[str, str]:
+    """The instructor's answer for every answer cell of a source notebook."""
+    return {
+        grade_id(cell): strip_solution_markers(cell.source)
+        for cell in source.cells
+        if cell.cell_type == "code" and nbgrader_metadata(cell).get("solution") and grade_id(cell)
+    }
+
+
+def with_answers(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
+    """A copy of a student notebook with some answer cells' sources replaced."""
+    notebook = copy.deepcopy(release)
+    for cell in notebook.cells:
+        cell_id = grade_id(cell)
+        if cell_id in answers:
+            cell.source = answers[cell_id]
+    return notebook
+
+
+def mistake_notebook(release: nbformat.NotebookNode, source: nbformat.NotebookNode,
+                     mistake: Mistake) -> nbformat.NotebookNode:
+    """The solution, except for the one cell the mistake replaces."""
+    answers = solution_answers(source)
+    if mistake.cell not in answers:
+        raise CatalogueError(f"mistake {mistake.id} names cell {mistake.cell!r}, which is not an answer cell")
+    answers[mistake.cell] = mistake.code
+    return with_answers(release, answers)

@@ -1,0 +1,173 @@
+"""Assertions that test cells are written with.
+
+Every check raises :class:`CheckFailure` (an ``AssertionError``) whose message is written for
+the student: what was computed, what was expected, and what to look at next.  The checks are
+plain NumPy code, so a test cell that uses them runs the same inside a Jupyter kernel (plain
+``nbgrader autograde``) and in the autograder's trusted test runner.
+
+Hidden tests draw their inputs from :func:`test_rng`.  Inside the autograder the generator is
+seeded from the submission's recorded seed, so a failure can be reproduced with ``--seed``;
+in a plain kernel it is seeded afresh on every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from contextvars import ContextVar
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = [
+    "CheckFailure",
+    "check_close",
+    "check_shape",
+    "check_finite",
+    "check_scalar",
+    "test_rng",
+]
+
+# The seed of the submission being graded; None outside the autograder.
+_grading_seed: ContextVar[int | None] = ContextVar("grading_seed", default=None)
+
+
+class CheckFailure(AssertionError):
+    """A failed check: ``str(failure)`` is the message for the student."""
+
+    def __init__(self, message: str, *, diagnosis: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.diagnosis = diagnosis
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Within this block, :func:`test_rng` derives its generators from ``seed``."""
+    token = _grading_seed.set(seed)
+    try:
+        yield
+    finally:
+        _grading_seed.reset(token)
+
+
+def test_rng(salt: str) -> np.random.Generator:
+    """A random generator for a hidden test's inputs.
+
+    ``salt`` names the test (use the exercise's name) so that each test cell draws its own
+    stream whatever order the cells run in.
+    """
+    seed = _grading_seed.get()
+    if seed is None:
+        seed = secrets.randbits(63)
+    digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+# pytest would otherwise try to collect test_rng when a test module imports it.
+test_rng.__test__ = False  # type: ignore[attr-defined]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        if value.size <= 6:
+            return np.array2string(value, precision=6, separator=", ")
+        return f"an array of shape {value.shape}"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.8g}"
+    return repr(value)
+
+
+def _as_numeric_array(value: Any, what: str) -> np.ndarray:
+    if value is None:
+        raise CheckFailure(
+            f"{what} returned None. Did you forget a `return` statement?"
+        )
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - any failure means the value is not numeric
+        array = None
+    if array is None or array.dtype.kind not in "biufc":
+        raise CheckFailure(
+            f"{what} returned {type(value).__name__} {_describe(value)}; expected a number "
+            "or an array of numbers."
+        )
+    return array
+
+
+def check_scalar(actual: Any, *, what: str = "your result") -> float:
+    """``actual`` is a single real number; returns it as a float."""
+    array = _as_numeric_array(actual, what)
+    if array.shape != ():
+        raise CheckFailure(
+            f"{what} returned an array of shape {array.shape}; expected a single number."
+        )
+    if array.dtype.kind == "c":
+        raise CheckFailure(f"{what} returned a complex number; expected a real number.")
+    return float(array)
+
+
+def check_shape(actual: Any, shape: tuple[int, ...], *, what: str = "your result") -> None:
+    """``actual`` is an array of exactly ``shape``."""
+    array = _as_numeric_array(actual, what)
+    if array.shape != tuple(shape):
+        raise CheckFailure(
+            f"{what} has shape {array.shape}; expected shape {tuple(shape)}."
+        )
+
+
+def check_finite(actual: Any, *, what: str = "your result") -> None:
+    """``actual`` contains no NaN or infinity."""
+    array = _as_numeric_array(actual, what)
+    if not np.all(np.isfinite(array)):
+        bad = "NaN" if np.any(np.isnan(array)) else "infinity"
+        raise CheckFailure(
+            f"{what} contains {bad}. Look for a division by zero, a log of zero or an "
+            "overflowing exp."
+        )
+
+
+def check_close(
+    actual: Any,
+    expected: Any,
+    *,
+    what: str = "your result",
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    hint: str | None = None,
+) -> None:
+    """``actual`` equals ``expected`` elementwise within ``atol + rtol * |expected|``.
+
+    ``hint``, when given, is appended to the failure message: a sentence that tells the
+    student where to look.
+    """
+    expected_array = np.asarray(expected, dtype=float)
+    array = _as_numeric_array(actual, what)
+    if array.shape != expected_array.shape:
+        raise CheckFailure(
+            f"{what} has shape {array.shape}; expected shape {expected_array.shape}."
+        )
+    if array.dtype.kind == "c" and expected_array.dtype.kind != "c":
+        raise CheckFailure(f"{what} is complex; expected real numbers.")
+    array = array.astype(float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = np.abs(array - expected_array)
+        ok = error <= atol + rtol * np.abs(expected_array)
+    ok &= np.isfinite(array) == np.isfinite(expected_array)
+    if np.all(ok):
+        return
+    if array.shape == ():
+        message = f"{what} is {_describe(array)}; expected {_describe(expected_array)}."
+    else:
+        index = tuple(int(i) for i in np.argwhere(~ok)[0])
+        message = (
+            f"{what} is wrong at {np.count_nonzero(~ok)} of {array.size} entries; "
+            f"at index {index} it is {_describe(array[index])}, "
+            f"expected {_describe(expected_array[index])}."
+        )
+    if hint:
+        message = f"{message} {hint}"
+    raise CheckFailure(message)

@@ -1,0 +1,105 @@
+"""The course directory: where problem sets, releases and submissions live.
+
+The layout is nbgrader's: ``source/<ps>/<ps>.ipynb`` (instructor), ``release/<ps>/``
+(students), ``submitted/<student>/<ps>/`` (hand-ins), plus ``solutions/<ps>/`` for
+self-learners.  Engine settings live in ``nbgrader_config.py`` under ``c.Autograder``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+from autograder.session import Limits
+
+CONFIG_FILE = "nbgrader_config.py"
+
+
+class CourseError(Exception):
+    """A course, problem set or file that cannot be found; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Course:
+    root: Path
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Course":
+        """The course containing ``start`` (default: the working directory), or the one this
+        package was installed from."""
+        here = (start or Path.cwd()).resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / CONFIG_FILE).is_file() and (candidate / "source").is_dir():
+                return cls(candidate)
+        packaged = Path(__file__).resolve().parent.parent
+        if (packaged / CONFIG_FILE).is_file() and (packaged / "source").is_dir():
+            return cls(packaged)
+        raise CourseError(
+            f"No course found: no folder above {here} has {CONFIG_FILE} and source/. "
+            "Run the command inside the course folder, or pass --course FOLDER."
+        )
+
+    # Problem sets -----------------------------------------------------------------------
+    def problem_sets(self) -> list[str]:
+        source = self.root / "source"
+        return sorted(
+            entry.name for entry in source.iterdir()
+            if entry.is_dir() and (entry / f"{entry.name}.ipynb").is_file()
+        )
+
+    def check_problem_set(self, name: str) -> str:
+        known = self.problem_sets()
+        if name in known:
+            return name
+        # Accept a unique prefix such as "ps05".
+        matches = [ps for ps in known if ps.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        hint = difflib.get_close_matches(name, known, n=1)
+        suggestion = f" Did you mean {hint[0]}?" if hint else ""
+        raise CourseError(
+            f"There is no problem set {name!r}.{suggestion} Known problem sets: {', '.join(known) or 'none'}."
+        )
+
+    def source_notebook(self, ps: str) -> Path:
+        return self.root / "source" / ps / f"{ps}.ipynb"
+
+    def release_notebook(self, ps: str) -> Path:
+        return self.root / "release" / ps / f"{ps}.ipynb"
+
+    def solution_notebook(self, ps: str) -> Path:
+        return self.root / "solutions" / ps / f"{ps}.ipynb"
+
+    def catalogue(self, ps: str) -> Path:
+        return self.root / "source" / ps / "mistakes.toml"
+
+    def problem_set_of(self, notebook: Path) -> str:
+        """Which problem set a notebook belongs to, from its file name."""
+        known = self.problem_sets()
+        stem = notebook.stem
+        for ps in known:
+            if stem == ps or stem.startswith(ps):
+                return ps
+        raise CourseError(
+            f"Cannot tell which problem set {notebook.name} belongs to. "
+            f"Pass it with --ps (one of: {', '.join(known)})."
+        )
+
+    # Configuration ----------------------------------------------------------------------
+    def config(self) -> Config:
+        path = self.root / CONFIG_FILE
+        if not path.is_file():
+            return Config()
+        return PyFileConfigLoader(CONFIG_FILE, path=str(self.root)).load_config()
+
+    def limits(self) -> Limits:
+        section = self.config().get("Autograder", {})
+        defaults = Limits()
+        return Limits(
+            cell_timeout=float(section.get("cell_timeout", defaults.cell_timeout)),
+            submission_timeout=float(section.get("submission_timeout", defaults.submission_timeout)),
+        )

@@ -1,0 +1,202 @@
+"""Reading notebooks and turning a submission into a grading plan.
+
+The instructor's source notebook is the one source of truth for tests, read-only cells,
+points and ids.  :func:`restore_instructor_cells` keeps only the student's answer cells (and
+any cells the student added) from a submission, and takes everything else from the source,
+so editing or deleting a test cell changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import nbformat
+
+BEGIN_SOLUTION = re.compile(r"^\s*### BEGIN SOLUTION\s*$")
+END_SOLUTION = re.compile(r"^\s*### END SOLUTION\s*$")
+BEGIN_HIDDEN = re.compile(r"^\s*### BEGIN HIDDEN TESTS\s*$")
+END_HIDDEN = re.compile(r"^\s*### END HIDDEN TESTS\s*$")
+
+
+class NotebookError(Exception):
+    """A notebook that cannot be graded; ``str(error)`` is one sentence for its author."""
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read a notebook, failing with a :class:`NotebookError` that says what is wrong."""
+    advice = "Download a fresh copy of the problem set and copy your answers into it."
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotebookError(f"There is no file {path}.") from None
+    except UnicodeDecodeError:
+        raise NotebookError(f"{path.name} is not a text file, so it is not a notebook. {advice}") from None
+    except OSError as error:
+        raise NotebookError(f"{path.name} could not be read: {error.strerror}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise NotebookError(
+            f"{path.name} is not valid JSON (line {error.lineno}, column {error.colno}), "
+            f"so it is not a readable notebook; it may have been damaged. {advice}"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (it has no list of cells). {advice}")
+    if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
+        raise NotebookError(
+            f"{path.name} is in an old notebook format; open it in JupyterLab and save it again."
+        )
+    try:
+        notebook = nbformat.reads(text, as_version=4)
+    except Exception as error:  # noqa: BLE001 - nbformat raises many kinds
+        raise NotebookError(f"{path.name} is not a valid notebook: {error}. {advice}") from None
+    for index, cell in enumerate(notebook.cells):
+        if not isinstance(cell, dict) or not isinstance(cell.get("source", ""), str):
+            raise NotebookError(f"{path.name} has a malformed cell (number {index + 1}). {advice}")
+    return notebook
+
+
+def nbgrader_metadata(cell: Any) -> dict[str, Any]:
+    metadata = cell.get("metadata") or {}
+    value = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def grade_id(cell: Any) -> str | None:
+    value = nbgrader_metadata(cell).get("grade_id")
+    return value if isinstance(value, str) and value else None
+
+
+def strip_solution_markers(source: str) -> str:
+    """The instructor's answer: the source with the solution marker lines removed."""
+    lines = source.splitlines()
+    return "\n".join(line for line in lines if not (BEGIN_SOLUTION.match(line) or END_SOLUTION.match(line)))
+
+
+def split_hidden_tests(source: str) -> tuple[str, frozenset[int]]:
+    """The test source without hidden-test markers, and the (1-based) lines that are hidden."""
+    kept: list[str] = []
+    hidden: set[int] = set()
+    inside = False
+    for line in source.splitlines():
+        if BEGIN_HIDDEN.match(line):
+            inside = True
+            continue
+        if END_HIDDEN.match(line):
+            inside = False
+            continue
+        kept.append(line)
+        if inside:
+            hidden.add(len(kept))
+    return "\n".join(kept), frozenset(hidden)
+
+
+# --------------------------------------------------------------------------- grading plan
+
+
+@dataclass(frozen=True)
+class CodeStep:
+    """A cell that runs in the worker: the student's, or an instructor's read-only cell."""
+
+    label: str
+    source: str
+    origin: str  # "student" or "instructor"
+
+
+@dataclass(frozen=True)
+class TestStep:
+    """A test cell; it runs in the trusted grader, never in the worker."""
+
+    grade_id: str
+    source: str
+    points: float
+    hidden_lines: frozenset[int] = field(default_factory=frozenset)
+
+
+Step = Union[CodeStep, TestStep]
+
+
+@dataclass(frozen=True)
+class SourceNotebook:
+    """The parts of an instructor notebook that grading needs."""
+
+    name: str
+    cells: tuple[Any, ...]
+    answer_ids: frozenset[str]
+    test_ids: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: Path) -> "SourceNotebook":
+        notebook = read_notebook(path)
+        code_cells = tuple(cell for cell in notebook.cells if cell.cell_type == "code")
+        answers = frozenset(
+            grade_id(cell) for cell in code_cells
+            if nbgrader_metadata(cell).get("solution") and grade_id(cell)
+        )
+        tests = tuple(
+            grade_id(cell) for cell in code_cells
+            if nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution")
+        )
+        return cls(name=path.stem, cells=code_cells, answer_ids=answers, test_ids=tests)
+
+    def points(self, test_id: str) -> float:
+        for cell in self.cells:
+            if grade_id(cell) == test_id:
+                return float(nbgrader_metadata(cell).get("points") or 0)
+        raise KeyError(test_id)
+
+
+def restore_instructor_cells(source: SourceNotebook, submission: nbformat.NotebookNode) -> list[Step]:
+    """The cells to grade, in the source's order: instructor cells from the source, answers
+    and added cells from the submission.
+
+    A cell the student added runs after the known cell it follows in their notebook; an
+    answer cell the student deleted is graded as empty.
+    """
+    answers: dict[str, str] = {}
+    added: dict[str | None, list[str]] = {}
+    anchor: str | None = None
+    known = {grade_id(cell) for cell in source.cells} - {None}
+    anchored: set[str] = set()
+    for cell in submission.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        cell_id = grade_id(cell)
+        # The first cell with a known id takes its place; a copy of it counts as added.
+        if cell_id in known and cell_id not in anchored:
+            anchored.add(cell_id)
+            anchor = cell_id
+            if cell_id in source.answer_ids:
+                answers[cell_id] = cell.get("source", "")
+            continue
+        added.setdefault(anchor, []).append(cell.get("source", ""))
+
+    if not answers and source.answer_ids:
+        raise NotebookError(
+            f"This notebook has none of the answer cells of {source.name}. "
+            f"Submit the {source.name}.ipynb notebook you worked in (made from the release notebook)."
+        )
+
+    steps: list[Step] = [
+        CodeStep(label=f"added before the first cell #{n + 1}", source=text, origin="student")
+        for n, text in enumerate(added.get(None, []))
+    ]
+    for index, cell in enumerate(source.cells):
+        cell_id = grade_id(cell)
+        meta = nbgrader_metadata(cell)
+        if cell_id in source.answer_ids:
+            steps.append(CodeStep(label=cell_id, source=answers.get(cell_id, ""), origin="student"))
+        elif meta.get("grade") and cell_id:
+            text, hidden = split_hidden_tests(cell.source)
+            steps.append(TestStep(cell_id, text, float(meta.get("points") or 0), hidden))
+        else:
+            steps.append(CodeStep(label=cell_id or f"read-only #{index + 1}", source=cell.source,
+                                  origin="instructor"))
+        for n, text in enumerate(added.get(cell_id, []) if cell_id else []):
+            steps.append(CodeStep(label=f"added after {cell_id} #{n + 1}", source=text, origin="student"))
+    return steps
+

@@ -1,0 +1,82 @@
+"""The one result model.  Grading produces a :class:`GradeReport`; renderers only read it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PASSED, FAILED, ERROR, TIMEOUT = "passed", "failed", "error", "timeout"
+
+
+@dataclass
+class TestResult:
+    """The outcome of one test cell (one graded exercise)."""
+
+    id: str
+    points: float
+    max_points: float
+    status: str
+    message: str = ""
+    output: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class CellProblem:
+    """A cell of the submission that raised, hung or crashed while it ran."""
+
+    cell: str
+    message: str
+
+
+@dataclass
+class GradeReport:
+    """Everything known about grading one notebook."""
+
+    assignment: str
+    notebook: str
+    student: str | None = None
+    status: str = "graded"  # or "error" when the notebook could not be graded at all
+    error: str | None = None
+    seed: int | None = None
+    tests: list[TestResult] = field(default_factory=list)
+    cell_problems: list[CellProblem] = field(default_factory=list)
+    seconds: float = 0.0
+    engine: str = ""
+
+    @property
+    def score(self) -> float:
+        return sum(test.points for test in self.tests)
+
+    @property
+    def max_score(self) -> float:
+        return sum(test.max_points for test in self.tests)
+
+    @property
+    def all_passed(self) -> bool:
+        return self.status == "graded" and all(test.status == PASSED for test in self.tests)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["score"] = self.score
+        data["max_score"] = self.max_score
+        return data
+
+    def write_json(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        temporary.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GradeReport":
+        fields = {key: value for key, value in data.items() if key not in ("score", "max_score")}
+        fields["tests"] = [TestResult(**test) for test in data.get("tests", [])]
+        fields["cell_problems"] = [CellProblem(**problem) for problem in data.get("cell_problems", [])]
+        return cls(**fields)
+
+    @classmethod
+    def read_json(cls, path: Path) -> "GradeReport":
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,267 @@
+"""The grader's side of one submission's worker process.
+
+:class:`WorkerSession` starts the worker, runs cells in it, and calls student functions on
+behalf of test cells through :class:`StudentFunction` proxies.  Every request carries a
+deadline; a worker that misses one, crashes or breaks the protocol is killed (its whole
+process group), and the next request starts a fresh worker and replays the cells that had
+run cleanly, so one bad exercise costs only that exercise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from autograder import wire
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Limits on one submission's worker."""
+
+    cell_timeout: float = 30.0
+    submission_timeout: float = 600.0
+
+
+class WorkerFailure(Exception):
+    """The worker died, hung or misbehaved; ``str(failure)`` explains it to the student."""
+
+
+class WorkerTimedOut(WorkerFailure):
+    pass
+
+
+class StudentError(Exception):
+    """A student function raised while a test called it."""
+
+    def __init__(self, function: str, payload: dict[str, Any]) -> None:
+        self.function = function
+        self.type = str(payload.get("type", "Exception"))
+        self.message = str(payload.get("message", ""))
+        self.student_traceback = str(payload.get("traceback", ""))
+        self.not_implemented = bool(payload.get("not_implemented"))
+        super().__init__(f"{function} raised {self.type}: {self.message}")
+
+
+@dataclass
+class CellOutcome:
+    """What happened when a cell ran in the worker."""
+
+    ok: bool
+    error: dict[str, Any] | None = None
+    failure: str | None = None  # the worker died or hung
+    stdout: str = ""
+    stderr: str = ""
+
+
+def _worker_environment(scratch: Path) -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env.update(
+        HOME=str(scratch),
+        TMPDIR=str(scratch),
+        MPLBACKEND="Agg",
+        MPLCONFIGDIR=str(scratch),
+        PYTHONDONTWRITEBYTECODE="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+    return env
+
+
+class WorkerProcess:
+    """One worker process and the channel to it."""
+
+    def __init__(self, scratch: Path, serve: Callable[[dict[str, Any]], dict[str, Any]],
+                 make_remote: Callable[[wire.Handle], Any]) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        ours, theirs = socket.socketpair()
+        self._log_path = scratch / "worker-output.log"
+        with open(self._log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-m", "autograder.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                cwd=scratch, env=_worker_environment(scratch),
+                start_new_session=True,
+            )
+        theirs.close()
+        self.channel = wire.Channel(ours)
+        self.channel.serve = serve
+        self.channel.make_remote = make_remote
+        self._socket = ours
+
+    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+        try:
+            return self.channel.request(message, deadline)
+        except wire.DeadlineExceeded:
+            self.kill()
+            raise WorkerTimedOut("timed out") from None
+        except (wire.PeerGone, wire.WireError, OSError) as problem:
+            self.kill()
+            raise WorkerFailure(self._death_notice(problem)) from None
+
+    def _death_notice(self, problem: Exception) -> str:
+        code = self.process.poll()
+        if code is None:
+            return f"The Python process running your code broke the grader's protocol ({problem})."
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            return f"The Python process running your code was killed by signal {name}."
+        return f"The Python process running your code exited (exit code {code})."
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        self._socket.close()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.channel.request({"op": "shutdown"}, time.monotonic() + 2)
+            except Exception:  # noqa: BLE001 - it is being stopped either way
+                pass
+        self.kill()
+
+
+class StudentFunction:
+    """Stands in, inside a test cell, for a function the student defined."""
+
+    def __init__(self, session: "WorkerSession", target: str | int, name: str) -> None:
+        self._session = session
+        self._target = target
+        self.__name__ = name
+
+    def __repr__(self) -> str:
+        return f"<your function {self.__name__}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._session.call(self._target, self.__name__, args, kwargs)
+
+
+@dataclass
+class WorkerSession:
+    """Runs one submission's code in a worker, restarting it after a crash or a hang."""
+
+    scratch: Path
+    limits: Limits = field(default_factory=Limits)
+    _worker: WorkerProcess | None = None
+    _replay: list[tuple[str, str]] = field(default_factory=list)
+    _failure: WorkerFailure | None = None
+    _deadline: float = 0.0
+    _started: float = field(default_factory=time.monotonic)
+    output: list[str] = field(default_factory=list)
+
+    # Cells ------------------------------------------------------------------------------
+    def begin_cell(self) -> None:
+        """Start the clock for one cell; a worker lost in an earlier cell is replaced."""
+        self._failure = None
+        self.output.clear()
+        submission_left = self._started + self.limits.submission_timeout - time.monotonic()
+        self._deadline = time.monotonic() + max(0.0, min(self.limits.cell_timeout, submission_left))
+
+    @property
+    def out_of_time(self) -> bool:
+        return time.monotonic() >= self._started + self.limits.submission_timeout
+
+    def run_cell(self, source: str, label: str) -> CellOutcome:
+        self.begin_cell()
+        try:
+            reply = self._request({"op": "exec", "source": source, "label": label})
+        except WorkerFailure as failure:
+            return CellOutcome(ok=False, failure=self._explain(failure, f"cell {label}"))
+        outcome = CellOutcome(ok=bool(reply.get("ok")), error=reply.get("error"),
+                              stdout=str(reply.get("stdout", "")), stderr=str(reply.get("stderr", "")))
+        if outcome.ok:
+            self._replay.append((source, label))
+        return outcome
+
+    def describe(self, names: list[str]) -> dict[str, list[Any]]:
+        reply = self._request({"op": "describe", "names": names})
+        value = reply.get("value")
+        return value if isinstance(value, dict) else {}
+
+    def call(self, target: str | int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            reply = self._request({"op": "call", "target": target, "args": list(args), "kwargs": kwargs})
+        except wire.WireError as problem:
+            raise TypeError(f"the test could not pass its arguments to {name}: {problem}") from None
+        self._collect_output(reply)
+        if reply.get("ok"):
+            return reply.get("value")
+        raise StudentError(name, reply.get("error") or {})
+
+    @property
+    def failure(self) -> WorkerFailure | None:
+        """The worker failure during the current cell, if any."""
+        return self._failure
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    # Internals ----------------------------------------------------------------------------
+    def _collect_output(self, reply: dict[str, Any]) -> None:
+        for stream in ("stdout", "stderr"):
+            text = reply.get(stream)
+            if isinstance(text, str) and text:
+                self.output.append(text)
+
+    def _explain(self, failure: WorkerFailure, where: str) -> str:
+        if isinstance(failure, WorkerTimedOut):
+            if self.out_of_time:
+                return (f"Your notebook used up its total time limit of {self.limits.submission_timeout:g} "
+                        f"seconds in {where}.")
+            return (f"{where} did not finish within {self.limits.cell_timeout:g} seconds. "
+                    "Look for a loop that never ends.")
+        return f"{failure} (in {where})"
+
+    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            worker = self._ensure_worker()
+            return worker.request(message, self._deadline)
+        except WorkerFailure as failure:
+            self._worker = None
+            self._failure = failure
+            raise
+
+    def _ensure_worker(self) -> WorkerProcess:
+        if self._worker is None:
+            worker = WorkerProcess(self.scratch, self._serve_callback, self._remote_function)
+            self._worker = worker
+            # Rebuild the namespace: cells that ran cleanly run again, in order.
+            for source, label in self._replay:
+                worker.request({"op": "exec", "source": source, "label": label}, self._deadline)
+        return self._worker
+
+    def _remote_function(self, handle: wire.Handle) -> StudentFunction:
+        return StudentFunction(self, handle.id, "the function your code returned")
+
+    def _serve_callback(self, message: dict[str, Any]) -> dict[str, Any]:
+        if message.get("op") != "callback" or self._worker is None:
+            return {"ok": False, "error": {"type": "ProtocolError", "message": "unexpected request"}}
+        handle = message.get("handle")
+        args, kwargs = message.get("args"), message.get("kwargs")
+        if type(handle) is not int or type(args) is not list or type(kwargs) is not dict:
+            return {"ok": False, "error": {"type": "TypeError", "message": "malformed call"}}
+        try:
+            function = self._worker.channel.local_callable(handle)
+            value = function(*args, **{str(key): item for key, item in kwargs.items()})
+            wire.encode(value, self._worker.channel.register_callable)
+            return {"ok": True, "value": value}
+        except Exception as error:  # noqa: BLE001 - the student's call of the test's function failed
+            return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)[:500]}}

@@ -1,0 +1,355 @@
+"""The wire between the trusted grader and the untrusted worker.
+
+This module is the only code the two sides share.  It defines
+
+* a codec for *plain data*: None, bools, ints, floats, complex numbers, strings, bytes,
+  NumPy arrays and scalars of numeric, bool or string dtype, and lists, tuples and dicts of
+  these.  Nothing else can be encoded, and decoding never builds anything else: no pickle,
+  no object arrays, no user classes, so bytes from a hostile worker can only ever become data;
+* :class:`Handle`, a reference to a callable that stays on the side that owns it;
+* :class:`Channel`, framed request/response messages over a socket, re-entrant so that a
+  call may trigger callbacks in the other direction before it returns.
+
+Every size is capped; a violation raises :class:`WireError` with a sentence that says what
+was wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_ITEMS = 1_000_000
+MAX_INT_DIGITS = 4000
+_ALLOWED_KINDS = "biufcUS"
+
+_U8 = struct.Struct("<B")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+_C128 = struct.Struct("<dd")
+
+
+class WireError(Exception):
+    """Data that cannot cross the boundary, or a malformed message."""
+
+
+class PeerGone(Exception):
+    """The other side closed the connection or stopped answering in time."""
+
+
+class DeadlineExceeded(PeerGone):
+    """The other side did not answer before the deadline."""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A reference to a callable owned by the other side of the channel."""
+
+    id: int
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def describe_type(value: Any) -> str:
+    """A short, student-readable name for the type of ``value``."""
+    if isinstance(value, np.ndarray):
+        return f"a NumPy array of dtype {value.dtype}"
+    article = "an" if type(value).__name__[:1].lower() in "aeiou" else "a"
+    return f"{article} {type(value).__name__}"
+
+
+class _Encoder:
+    def __init__(self, register_callable: Callable[[Callable[..., Any]], int] | None) -> None:
+        self._out = bytearray()
+        self._register = register_callable
+        self._items = 0
+
+    def encode(self, value: Any, depth: int = 0) -> None:
+        if depth > MAX_DEPTH:
+            raise WireError(f"the value is nested more than {MAX_DEPTH} levels deep")
+        self._items += 1
+        if self._items > MAX_ITEMS:
+            raise WireError(f"the value has more than {MAX_ITEMS} items")
+        out = self._out
+        kind = type(value)
+        if value is None:
+            out += b"N"
+        elif kind is bool or kind is np.bool_:
+            out += b"T" if value else b"F"
+        elif isinstance(value, np.generic):
+            self._array(np.asarray(value), b"g")
+        elif kind is int:
+            if -(2**63) <= value < 2**63:
+                out += b"i" + _I64.pack(value)
+            else:
+                digits = str(value)
+                if len(digits) > MAX_INT_DIGITS:
+                    raise WireError(f"an integer has more than {MAX_INT_DIGITS} digits")
+                self._text(b"I", digits)
+        elif kind is float:
+            out += b"f" + _F64.pack(value)
+        elif kind is complex:
+            out += b"c" + _C128.pack(value.real, value.imag)
+        elif kind is str:
+            self._text(b"s", value)
+        elif kind is bytes:
+            out += b"b" + _U32.pack(len(value)) + value
+        elif kind is list or kind is tuple:
+            out += (b"l" if kind is list else b"t") + _U32.pack(len(value))
+            for item in value:
+                self.encode(item, depth + 1)
+        elif kind is dict:
+            out += b"d" + _U32.pack(len(value))
+            for key, item in value.items():
+                self.encode(key, depth + 1)
+                self.encode(item, depth + 1)
+        elif isinstance(value, np.ndarray):
+            self._array(value, b"a")
+        elif kind is Handle:
+            out += b"h" + _U64.pack(value.id)
+        elif callable(value) and self._register is not None:
+            out += b"h" + _U64.pack(self._register(value))
+        else:
+            raise WireError(
+                f"{describe_type(value)} cannot be sent; only numbers, strings, "
+                "NumPy arrays and lists, tuples or dicts of these can"
+            )
+        if len(out) > MAX_MESSAGE_BYTES:
+            raise WireError(f"the value is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
+
+    def _text(self, tag: bytes, text: str) -> None:
+        raw = text.encode("utf-8", "surrogatepass")
+        self._out += tag + _U32.pack(len(raw)) + raw
+
+    def _array(self, array: np.ndarray, tag: bytes) -> None:
+        # A subclass of ndarray travels as its plain data; its methods stay behind.
+        array = np.ascontiguousarray(array.view(np.ndarray))
+        if array.dtype.kind not in _ALLOWED_KINDS or array.dtype.fields is not None:
+            raise WireError(
+                f"a NumPy array of dtype {array.dtype} cannot be sent; use numbers"
+            )
+        if array.nbytes > MAX_MESSAGE_BYTES:
+            raise WireError(f"an array is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
+        dtype = array.dtype.str.encode("ascii")
+        out = self._out
+        out += tag + _U8.pack(len(dtype)) + dtype + _U8.pack(array.ndim)
+        for dim in array.shape:
+            out += _U64.pack(dim)
+        out += _U64.pack(array.nbytes)
+        out += array.tobytes()
+
+    def result(self) -> bytes:
+        return bytes(self._out)
+
+
+def encode(value: Any, register_callable: Callable[[Callable[..., Any]], int] | None = None) -> bytes:
+    """Encode plain data; callables become handles when ``register_callable`` is given."""
+    encoder = _Encoder(register_callable)
+    encoder.encode(value)
+    return encoder.result()
+
+
+class _Decoder:
+    def __init__(self, data: bytes, make_remote: Callable[[Handle], Any] | None) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self._make_remote = make_remote
+        self._items = 0
+
+    def _take(self, n: int) -> memoryview:
+        end = self._pos + n
+        if n < 0 or end > len(self._data):
+            raise WireError("a message ended early")
+        chunk = self._data[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def _unpack(self, fmt: struct.Struct) -> Any:
+        return fmt.unpack(self._take(fmt.size))
+
+    def decode(self, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise WireError("a message is nested too deeply")
+        self._items += 1
+        if self._items > MAX_ITEMS:
+            raise WireError("a message has too many items")
+        tag = bytes(self._take(1))
+        if tag == b"N":
+            return None
+        if tag == b"T":
+            return True
+        if tag == b"F":
+            return False
+        if tag == b"i":
+            return self._unpack(_I64)[0]
+        if tag == b"I":
+            digits = self._text()
+            if len(digits) > MAX_INT_DIGITS or not digits.lstrip("-").isdigit():
+                raise WireError("a message has a malformed integer")
+            return int(digits)
+        if tag == b"f":
+            return self._unpack(_F64)[0]
+        if tag == b"c":
+            real, imag = self._unpack(_C128)
+            return complex(real, imag)
+        if tag == b"s":
+            return self._text()
+        if tag == b"b":
+            (length,) = self._unpack(_U32)
+            return bytes(self._take(length))
+        if tag in (b"l", b"t"):
+            (count,) = self._unpack(_U32)
+            items = [self.decode(depth + 1) for _ in range(count)]
+            return items if tag == b"l" else tuple(items)
+        if tag == b"d":
+            (count,) = self._unpack(_U32)
+            result = {}
+            for _ in range(count):
+                key = self.decode(depth + 1)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise WireError("a message has a dict key that is not hashable") from None
+                result[key] = self.decode(depth + 1)
+            return result
+        if tag in (b"a", b"g"):
+            array = self._array()
+            return array[()] if tag == b"g" else array
+        if tag == b"h":
+            handle = Handle(self._unpack(_U64)[0])
+            return self._make_remote(handle) if self._make_remote else handle
+        raise WireError(f"a message has an unknown tag {tag!r}")
+
+    def _text(self) -> str:
+        (length,) = self._unpack(_U32)
+        return str(self._take(length), "utf-8", "surrogatepass")
+
+    def _array(self) -> np.ndarray:
+        (dtype_len,) = self._unpack(_U8)
+        try:
+            dtype = np.dtype(bytes(self._take(dtype_len)).decode("ascii"))
+        except (TypeError, ValueError, UnicodeDecodeError):
+            raise WireError("a message has an array of unknown dtype") from None
+        if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.hasobject:
+            raise WireError(f"a message has an array of forbidden dtype {dtype}")
+        (ndim,) = self._unpack(_U8)
+        if ndim > 32:
+            raise WireError("a message has an array with too many dimensions")
+        shape = tuple(self._unpack(_U64)[0] for _ in range(ndim))
+        (nbytes,) = self._unpack(_U64)
+        if nbytes > MAX_MESSAGE_BYTES or math.prod(shape) * dtype.itemsize != nbytes:
+            raise WireError("a message has an array whose size does not match its shape")
+        raw = self._take(nbytes)
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+
+    def finish(self) -> None:
+        if self._pos != len(self._data):
+            raise WireError("a message has trailing bytes")
+
+
+def decode(data: bytes, make_remote: Callable[[Handle], Any] | None = None) -> Any:
+    """Decode bytes made by :func:`encode`; handles become ``make_remote(handle)``."""
+    decoder = _Decoder(data, make_remote)
+    value = decoder.decode()
+    decoder.finish()
+    return value
+
+
+# ------------------------------------------------------------------------------ channel
+
+
+class Channel:
+    """Request/response messages over a connected stream socket.
+
+    A message is a dict with an ``op``.  :meth:`request` sends one and waits for the reply
+    with the same ``id``; while waiting it serves requests from the peer with ``serve``
+    (a callback from the peer during a call), so calls may nest in both directions.
+    Callables inside arguments or results travel as handles; the owner keeps them in a
+    table for the lifetime of the channel.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._next_id = 1
+        self._callables: dict[int, Callable[..., Any]] = {}
+        self._callable_ids: dict[int, int] = {}
+        self.make_remote: Callable[[Handle], Any] | None = None
+        self.serve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    # Handles ------------------------------------------------------------------------
+    def register_callable(self, function: Callable[..., Any]) -> int:
+        key = id(function)
+        if key in self._callable_ids:
+            return self._callable_ids[key]
+        handle_id = len(self._callables) + 1
+        self._callables[handle_id] = function
+        self._callable_ids[key] = handle_id
+        return handle_id
+
+    def local_callable(self, handle_id: int) -> Callable[..., Any]:
+        try:
+            return self._callables[handle_id]
+        except KeyError:
+            raise WireError(f"no function with handle {handle_id}") from None
+
+    # Framing ------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        payload = encode(message, self.register_callable)
+        self._sock.sendall(_U64.pack(len(payload)) + payload)
+
+    def _recv_exact(self, n: int, deadline: float | None) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < n:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded("no answer before the deadline")
+                ready, _, _ = select.select([self._sock], [], [], remaining)
+                if not ready:
+                    raise DeadlineExceeded("no answer before the deadline")
+            try:
+                chunk = self._sock.recv(min(n - len(chunks), 1 << 20))
+            except (ConnectionError, OSError) as error:
+                raise PeerGone(str(error)) from None
+            if not chunk:
+                raise PeerGone("the connection was closed")
+            chunks += chunk
+        return bytes(chunks)
+
+    def receive(self, deadline: float | None = None) -> dict[str, Any]:
+        (length,) = _U64.unpack(self._recv_exact(_U64.size, deadline))
+        if length > MAX_MESSAGE_BYTES + 4096:
+            raise WireError("a message is larger than the limit")
+        message = decode(self._recv_exact(length, deadline), self.make_remote)
+        if type(message) is not dict or type(message.get("op")) is not str:
+            raise WireError("a message is not a request or a reply")
+        return message
+
+    # Calls --------------------------------------------------------------------------
+    def request(self, message: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """Send ``message`` and return the peer's reply, serving nested requests meanwhile."""
+        request_id = self._next_id
+        self._next_id += 1
+        self.send({**message, "id": request_id})
+        while True:
+            incoming = self.receive(deadline)
+            if incoming["op"] == "reply":
+                if incoming.get("id") != request_id:
+                    raise WireError("a reply does not match the request")
+                return incoming
+            if self.serve is None:
+                raise WireError(f"unexpected request {incoming['op']!r}")
+            reply = self.serve(incoming)
+            self.send({**reply, "op": "reply", "id": incoming.get("id")})

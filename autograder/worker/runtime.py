@@ -1,0 +1,293 @@
+"""Runs student cells and answers calls from the grader.
+
+The grader sends four kinds of request over the channel:
+
+``exec``      run one cell's source in the submission's namespace (IPython syntax);
+``describe``  say, for some names, whether each is a function, plain data (with its value),
+              missing, or something that cannot cross the boundary;
+``call``      call a function of the student's (by name, or by handle when a student function
+              returned a function) with plain-data arguments, and return its plain-data result;
+``shutdown``  stop.
+
+Functions the grader passes as arguments arrive as :class:`InstructorFunction` objects; calling
+one sends a ``callback`` request back to the grader, which runs the instructor's function.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import io
+import linecache
+import socket
+import sys
+import traceback
+import types
+from typing import Any, Callable
+
+from autograder import wire
+
+MAX_CAPTURED_CHARS = 200_000
+_CELL_PREFIX = "<cell "
+
+# Line magics that only affect display or timing: the grader runs them as no-ops (or, for
+# %time/%timeit, runs the statement once).
+_HARMLESS_LINE_MAGICS = {"matplotlib", "config", "load_ext", "autoreload", "precision",
+                         "pylab", "aimport", "reload_ext", "who", "whos", "pinfo", "pinfo2"}
+_STATEMENT_MAGICS = {"time", "timeit", "prun", "capture"}
+
+
+class GradingRefused(Exception):
+    """Something a notebook may do interactively but the grader will not run."""
+
+
+class _CappedText(io.TextIOBase):
+    """A text stream that keeps at most ``MAX_CAPTURED_CHARS`` characters."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._size = 0
+        self.truncated = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        room = MAX_CAPTURED_CHARS - self._size
+        if room <= 0:
+            self.truncated = True
+        else:
+            kept = text[:room]
+            self._parts.append(kept)
+            self._size += len(kept)
+            self.truncated |= len(kept) < len(text)
+        return len(text)
+
+    def getvalue(self) -> str:
+        value = "".join(self._parts)
+        if self.truncated:
+            value += f"\n[output cut after {MAX_CAPTURED_CHARS:,} characters]\n"
+        return value
+
+
+class GradingShell:
+    """Stands in for ``get_ipython()`` in code that IPython's transformer rewrote."""
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self._namespace = namespace
+
+    def run_line_magic(self, name: str, line: str, _stack_depth: int = 1) -> Any:
+        if name in _HARMLESS_LINE_MAGICS:
+            return None
+        if name in _STATEMENT_MAGICS:
+            exec(compile(line, "<magic>", "exec"), self._namespace)  # noqa: S102 - student code, in the worker
+            return None
+        raise GradingRefused(
+            f"The magic %{name} does not run in the grader. Remove it from your answer cells."
+        )
+
+    def run_cell_magic(self, name: str, line: str, cell: str) -> Any:
+        if name in _STATEMENT_MAGICS:
+            exec(compile(cell, "<magic>", "exec"), self._namespace)  # noqa: S102
+            return None
+        raise GradingRefused(
+            f"The cell magic %%{name} does not run in the grader. Remove it from your answer cells."
+        )
+
+    def system(self, command: str) -> None:
+        raise GradingRefused(
+            "Shell commands (lines starting with !) are not run by the grader. "
+            "Remove them from your answer cells."
+        )
+
+    getoutput = system
+
+    def __getattr__(self, name: str) -> Any:
+        raise GradingRefused(f"get_ipython().{name} is not available in the grader.")
+
+
+def _display(*objects: Any, **_: Any) -> None:
+    for item in objects:
+        print(repr(item))
+
+
+def _student_traceback(error: BaseException) -> str:
+    """The traceback of ``error``, keeping only frames in the student's notebook cells."""
+    frames = [
+        frame for frame in traceback.extract_tb(error.__traceback__)
+        if frame.filename.startswith(_CELL_PREFIX)
+    ]
+    lines = []
+    for frame in frames[-6:]:
+        cell = frame.filename[len(_CELL_PREFIX):-1]
+        lines.append(f"  in cell {cell}, line {frame.lineno}, in {frame.name}")
+        if frame.line:
+            lines.append(f"    {frame.line.strip()}")
+    return "\n".join(lines)
+
+
+def _error_payload(error: BaseException) -> dict[str, Any]:
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a student exception whose __str__ fails
+        message = ""
+    return {
+        "type": type(error).__name__,
+        "message": message[:2000],
+        "traceback": _student_traceback(error),
+        "not_implemented": isinstance(error, NotImplementedError),
+    }
+
+
+class InstructorFunction:
+    """A function owned by the grader; calling it asks the grader to run it."""
+
+    def __init__(self, runtime: "Runtime", handle: wire.Handle) -> None:
+        self._runtime = runtime
+        self._handle = handle
+
+    def __repr__(self) -> str:
+        return f"<function given by the test #{self._handle.id}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._runtime.callback(self._handle, args, kwargs)
+
+
+_ERROR_TYPES = {
+    name: getattr(builtins, name)
+    for name in ("ValueError", "TypeError", "ZeroDivisionError", "OverflowError",
+                 "FloatingPointError", "IndexError", "KeyError", "ArithmeticError")
+}
+
+
+class Runtime:
+    """The namespace of one submission and the handlers for the grader's requests."""
+
+    def __init__(self, channel: wire.Channel) -> None:
+        self.channel = channel
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace["get_ipython"] = lambda: GradingShell(self.namespace)
+        self.namespace["display"] = _display
+        self._transformer: Any = None
+
+    # Requests -------------------------------------------------------------------------
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message["op"]
+        if op == "exec":
+            return self._captured(lambda: self._exec(str(message["source"]), str(message["label"])))
+        if op == "call":
+            return self._captured(lambda: self._call(message["target"], message["args"], message["kwargs"]))
+        if op == "describe":
+            return {"ok": True, "value": {name: self._describe(name) for name in message["names"]}}
+        if op == "shutdown":
+            return {"ok": True, "value": None}
+        return {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}",
+                                       "traceback": "", "not_implemented": False}}
+
+    def _captured(self, action: Callable[[], Any]) -> dict[str, Any]:
+        stdout, stderr = _CappedText(), _CappedText()
+        reply: dict[str, Any]
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                value = action()
+                reply = {"ok": True, "value": self._sendable(value)}
+            except _Unsendable as problem:
+                reply = {"ok": False, "error": {"type": "UnsendableResult", "message": str(problem),
+                                                "traceback": "", "not_implemented": False}}
+            except BaseException as error:  # noqa: BLE001 - report every student failure
+                if isinstance(error, SystemExit):
+                    error = RuntimeError(f"the code called exit({error.code!r})")
+                reply = {"ok": False, "error": _error_payload(error)}
+        reply["stdout"] = stdout.getvalue()
+        reply["stderr"] = stderr.getvalue()
+        return reply
+
+    def _sendable(self, value: Any) -> Any:
+        try:
+            wire.encode(value, self.channel.register_callable)
+        except wire.WireError as problem:
+            raise _Unsendable(str(problem)) from None
+        return value
+
+    def _exec(self, source: str, label: str) -> None:
+        if self._transformer is None:
+            from IPython.core.inputtransformer2 import TransformerManager
+
+            self._transformer = TransformerManager()
+        code = self._transformer.transform_cell(source)
+        filename = f"{_CELL_PREFIX}{label}>"
+        # Register the source so tracebacks can quote the student's own lines.
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        exec(compile(code, filename, "exec"), self.namespace)  # noqa: S102 - student code, in the worker
+        return None
+
+    def _lookup(self, target: Any) -> Callable[..., Any]:
+        if type(target) is int:
+            return self.channel.local_callable(target)
+        if target not in self.namespace:
+            raise NameError(f"name {target!r} is not defined")
+        value = self.namespace[target]
+        if not callable(value):
+            raise TypeError(f"{target!r} is {wire.describe_type(value)}, not a function")
+        return value
+
+    def _call(self, target: Any, args: Any, kwargs: Any) -> Any:
+        return self._lookup(target)(*args, **kwargs)
+
+    def _describe(self, name: str) -> list[Any]:
+        if name not in self.namespace:
+            return ["missing"]
+        value = self.namespace[name]
+        if isinstance(value, types.ModuleType):
+            return ["module"]
+        if callable(value):
+            return ["function"]
+        try:
+            wire.encode(value)
+        except wire.WireError:
+            return ["unsupported", wire.describe_type(value)]
+        return ["data", value]
+
+    # Callbacks --------------------------------------------------------------------------
+    def callback(self, handle: wire.Handle, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            reply = self.channel.request(
+                {"op": "callback", "handle": handle.id, "args": list(args), "kwargs": kwargs}
+            )
+        except wire.WireError as problem:
+            raise TypeError(
+                f"The function the test passed in takes numbers or arrays; {problem}."
+            ) from None
+        if reply.get("ok"):
+            return reply.get("value")
+        error = reply.get("error") or {}
+        error_type = _ERROR_TYPES.get(str(error.get("type")), RuntimeError)
+        raise error_type(str(error.get("message", "the test's function failed")))
+
+
+class _Unsendable(Exception):
+    pass
+
+
+def serve_forever(fd: int) -> None:
+    """Serve the grader's requests on the connected socket ``fd`` until told to stop."""
+    channel = wire.Channel(socket.socket(fileno=fd))
+    runtime = Runtime(channel)
+    channel.make_remote = lambda handle: InstructorFunction(runtime, handle)
+    channel.serve = runtime.handle
+    while True:
+        try:
+            message = channel.receive()
+        except wire.PeerGone:
+            return
+        reply = runtime.handle(message)
+        try:
+            channel.send({**reply, "op": "reply", "id": message.get("id")})
+        except wire.WireError as problem:
+            channel.send({"op": "reply", "id": message.get("id"), "ok": False,
+                          "error": {"type": "UnsendableResult", "message": str(problem),
+                                    "traceback": "", "not_implemented": False}})
+        if message["op"] == "shutdown":
+            sys.stdout.flush()
+            return
