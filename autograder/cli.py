@@ -1,0 +1,185 @@
+"""The ``autograder`` command.
+
+Exit codes (for scripts):
+
+* 0 — everything was graded (and, for ``check``, every test passed);
+* 1 — ``check`` only: the notebook was graded and some tests failed;
+* 2 — the command could not run: unknown command or option, missing file, unknown problem
+  set, or a source notebook nbgrader cannot release;
+* 3 — at least one notebook could not be graded (corrupt, not a notebook, the wrong problem
+  set); every other notebook was still graded and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+from autograder import __version__
+from autograder.batch import find_submissions, grade_batch
+from autograder.catalogue import CatalogueError
+from autograder.course import Course, CourseError
+from autograder.grading import grade_notebook
+from autograder.notebook import NotebookError, SourceNotebook
+from autograder.release import ReleaseError
+from autograder.render import render_report, render_summary
+from autograder.session import Limits
+
+EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+def _course(args: argparse.Namespace) -> Course:
+    if args.course:
+        root = Path(args.course)
+        if not root.is_dir():
+            raise UsageError(f"There is no course folder {root}.")
+        return Course.find(root)
+    return Course.find()
+
+
+def _limits(course: Course, args: argparse.Namespace) -> Limits:
+    limits = course.limits()
+    if getattr(args, "timeout", None):
+        limits = Limits(cell_timeout=args.timeout, submission_timeout=limits.submission_timeout)
+    return limits
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    course = _course(args)
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise UsageError(f"There is no notebook {notebook}.")
+    ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
+    source = SourceNotebook.load(course.source_notebook(ps))
+    seed = args.seed if args.seed is not None else secrets.randbits(31)
+    report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args))
+    print(render_report(report))
+    if args.json:
+        report.write_json(Path(args.json))
+    if report.status != "graded":
+        return EXIT_NOT_GRADED
+    return EXIT_OK if report.all_passed else EXIT_TESTS_FAILED
+
+
+def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: argparse.Namespace) -> int:
+    source = SourceNotebook.load(course.source_notebook(ps))
+    submissions = find_submissions(submitted, ps, args.student)
+    if not submissions:
+        print(f"No submissions of {ps} in {submitted} (expected {submitted}/<student>/{ps}/{ps}.ipynb).")
+        return EXIT_OK
+
+    def progress(number: int, total: int, report) -> None:
+        state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
+        print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
+
+    results = grade_batch(source, submissions, reports, limits=_limits(course, args), seed=args.seed,
+                          progress=progress)
+    print(f"\n{ps}")
+    print(render_summary(results))
+    print(f"Reports: {reports}")
+    return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    course = _course(args)
+    ps = course.check_problem_set(args.ps)
+    submitted = Path(args.submitted) if args.submitted else course.root / "submitted"
+    reports = Path(args.reports) if args.reports else course.root / "reports" / ps
+    return _grade_class(course, ps, submitted, reports, args)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from autograder.release import release
+
+    course = _course(args)
+    sets = course.problem_sets() if args.ps == "all" else [course.check_problem_set(args.ps)]
+    for ps in sets:
+        student, solution = release(course, ps, execute_solution=not args.no_execute)
+        print(f"{ps}: {student.relative_to(course.root)}, {solution.relative_to(course.root)}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from autograder.demo import build_demo_class
+
+    course = _course(args)
+    sets = [course.check_problem_set(args.ps)] if args.ps else course.problem_sets()
+    out = Path(args.out)
+    students = build_demo_class(course, out, sets)
+    print(f"Demo class written to {out}/submitted "
+          f"({sum(len(names) for names in students.values())} submissions).")
+    args.student = None
+    worst = EXIT_OK
+    for ps in sets:
+        worst = max(worst, _grade_class(course, ps, out / "submitted", out / "reports" / ps, args))
+    return worst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autograder",
+        description="Grade notebooks of the mathematics-for-machine-learning course. "
+                    "Student code runs in a separate, confined process; tests run outside it.",
+    )
+    parser.add_argument("--version", action="version", version=f"autograder {__version__}")
+    parser.add_argument("--course", help="the course folder (default: found from the working directory)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="grade one notebook and show the feedback")
+    check.add_argument("notebook", help="the notebook to check")
+    check.add_argument("--ps", help="its problem set (default: from the file name)")
+    check.add_argument("--seed", type=int, help="seed of the hidden tests' inputs (to reproduce a run)")
+    check.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    check.add_argument("--json", help="also write the report as JSON to this file")
+    check.set_defaults(run=cmd_check)
+
+    grade = commands.add_parser("grade", help="grade every submission of a problem set")
+    grade.add_argument("ps", help="the problem set, e.g. ps05_derivatives (or a unique prefix: ps05)")
+    grade.add_argument("--submitted", help="folder of submissions (default: COURSE/submitted)")
+    grade.add_argument("--reports", help="folder for the JSON reports (default: COURSE/reports/PS)")
+    grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
+    grade.add_argument("--seed", type=int, help="one seed for every student (default: one per student)")
+    grade.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    grade.set_defaults(run=cmd_grade)
+
+    release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
+    release.add_argument("ps", help="the problem set, or 'all'")
+    release.add_argument("--no-execute", action="store_true", help="do not execute the solution notebook")
+    release.set_defaults(run=cmd_release)
+
+    demo = commands.add_parser("demo", help="build the demo class and grade it")
+    demo.add_argument("--out", default="demo-class", help="where to write it (default: ./demo-class)")
+    demo.add_argument("--ps", help="only this problem set")
+    demo.add_argument("--seed", type=int, help="one seed for every student (default: one per student)")
+    demo.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, CourseError, CatalogueError) as error:
+        print(f"autograder: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NotebookError as error:
+        print(f"autograder: the course's own notebook is unreadable: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReleaseError as error:
+        print(f"autograder: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("autograder: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

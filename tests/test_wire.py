@@ -1,0 +1,104 @@
+"""The wire codec carries plain data only, and decodes hostile bytes into data or an error."""
+
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from autograder import wire
+
+
+@pytest.mark.parametrize("value", [
+    None, True, False, 0, -7, 2**63 + 5, -(2**70), 3.25, float("inf"), complex(1, -2),
+    "héllo", b"\x00\xff", [1, [2.5, "x"]], (1, (2, None)), {"a": 1, (1, 2): [3.0]},
+])
+def test_plain_values_round_trip(value):
+    assert wire.decode(wire.encode(value)) == value
+    assert type(wire.decode(wire.encode(value))) is type(value)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "uint8", "bool", "complex128", "<U5"])
+def test_arrays_round_trip_with_dtype_and_shape(dtype):
+    array = np.arange(12).reshape(3, 4).astype(dtype)
+    decoded = wire.decode(wire.encode(array))
+    assert decoded.dtype == array.dtype and decoded.shape == (3, 4)
+    assert np.array_equal(decoded, array)
+    assert decoded.flags.writeable
+
+
+def test_numpy_scalars_stay_numpy_scalars():
+    for scalar in (np.float64(1.5), np.int32(-3), np.complex64(1j)):
+        decoded = wire.decode(wire.encode(scalar))
+        assert decoded == scalar and decoded.dtype == np.asarray(scalar).dtype
+    assert wire.decode(wire.encode(np.bool_(True))) is True
+
+
+def test_non_contiguous_and_subclass_arrays_travel_as_plain_data():
+    class Rigged(np.ndarray):
+        def __eq__(self, other):
+            return True
+
+    base = np.arange(6.0).reshape(2, 3)
+    rigged = base.T.view(Rigged)
+    decoded = wire.decode(wire.encode(rigged))
+    assert type(decoded) is np.ndarray
+    assert np.array_equal(decoded, base.T)
+
+
+@pytest.mark.parametrize("value", [
+    np.array([object()], dtype=object),
+    object(),
+    iter([1, 2]),
+    {1, 2},
+    np.zeros(2, dtype=[("a", "f8")]),
+])
+def test_everything_else_is_refused_with_a_sentence(value):
+    with pytest.raises(wire.WireError) as error:
+        wire.encode(value)
+    assert "cannot be sent" in str(error.value)
+
+
+def test_subclasses_of_builtins_are_refused():
+    class RiggedFloat(float):
+        def __eq__(self, other):
+            return True
+
+    with pytest.raises(wire.WireError):
+        wire.encode(RiggedFloat(1.0))
+
+
+def test_pickle_bytes_are_not_unpickled():
+    payload = pickle.dumps({"x": 1})
+    with pytest.raises(wire.WireError):
+        wire.decode(payload)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"Z", b"i\x00", b"l\xff\xff\xff\xff", b"s\x10\x00\x00\x00abc", b"NN",
+    b"a\x03<f8\x01" + struct.pack("<QQ", 10, 8) + b"\x00" * 8,     # shape says 10, bytes say 1
+    b"a\x03|O8\x01" + struct.pack("<QQ", 1, 8) + b"\x00" * 8,      # object dtype
+    b"I\x03\x00\x00\x00abc",                                        # malformed integer
+])
+def test_malformed_bytes_raise_wire_error(data):
+    with pytest.raises(wire.WireError):
+        wire.decode(data)
+
+
+def test_depth_and_integer_size_are_capped():
+    nested: list = []
+    for _ in range(wire.MAX_DEPTH + 5):
+        nested = [nested]
+    with pytest.raises(wire.WireError):
+        wire.encode(nested)
+    with pytest.raises(wire.WireError):
+        wire.encode(10 ** (wire.MAX_INT_DIGITS + 10))
+
+
+def test_callables_become_handles_only_when_registered():
+    with pytest.raises(wire.WireError):
+        wire.encode(lambda x: x)
+    table = []
+    encoded = wire.encode([len], lambda function: table.append(function) or len(table))
+    assert wire.decode(encoded) == [wire.Handle(1)]
+    assert table == [len]
