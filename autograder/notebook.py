@@ -111,6 +111,8 @@ class CodeStep:
 class TestStep:
     """A test cell; it runs in the trusted grader, never in the worker."""
 
+    __test__ = False  # not a pytest class
+
     grade_id: str
     source: str
     points: float

@@ -14,6 +14,8 @@ PASSED, FAILED, ERROR, TIMEOUT = "passed", "failed", "error", "timeout"
 class TestResult:
     """The outcome of one test cell (one graded exercise)."""
 
+    __test__ = False  # not a pytest class
+
     id: str
     points: float
     max_points: float

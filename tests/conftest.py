@@ -1,0 +1,79 @@
+"""Shared fixtures: the real course, and a tiny synthetic problem set for engine tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from autograder.catalogue import solution_answers, with_answers
+from autograder.course import Course
+from autograder.notebook import SourceNotebook
+from autograder.session import Limits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _meta(**values):
+    base = {"grade": False, "locked": False, "solution": False, "schema_version": 3, "task": False}
+    base.update(values)
+    return {"nbgrader": base}
+
+
+def tiny_source_notebook() -> nbformat.NotebookNode:
+    """Two exercises: a vectorised function, and one that takes a function argument."""
+    notebook = new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [
+        new_markdown_cell("# Tiny set", metadata=_meta(grade_id="intro", locked=True)),
+        new_code_cell("import numpy as np\nfrom autograder.checks import check_close, test_rng",
+                      metadata=_meta(grade_id="setup", locked=True)),
+        new_code_cell('def double(x):\n    """Twice x."""\n    ### BEGIN SOLUTION\n    return 2 * x\n'
+                      "    ### END SOLUTION", metadata=_meta(grade_id="double", solution=True)),
+        new_code_cell("check_close(double(3.0), 6.0, what='double(3.0)')\n### BEGIN HIDDEN TESTS\n"
+                      "x = test_rng('double').normal(size=5)\ncheck_close(double(x), 2 * x, what='double(x)')\n"
+                      "### END HIDDEN TESTS",
+                      metadata=_meta(grade_id="test_double", grade=True, locked=True, points=2)),
+        new_code_cell('def apply_twice(f, x):\n    """f(f(x))."""\n    ### BEGIN SOLUTION\n'
+                      "    return f(f(x))\n    ### END SOLUTION",
+                      metadata=_meta(grade_id="apply_twice", solution=True)),
+        new_code_cell("check_close(apply_twice(lambda t: t + 1, 1.0), 3.0, what='apply_twice(t+1, 1)')\n"
+                      "### BEGIN HIDDEN TESTS\nassert apply_twice(np.sqrt, 16.0) == 2.0\n### END HIDDEN TESTS",
+                      metadata=_meta(grade_id="test_apply_twice", grade=True, locked=True, points=1)),
+    ]
+    return notebook
+
+
+class TinySet:
+    """A synthetic problem set on disk, and helpers to write submissions of it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.notebook = tiny_source_notebook()
+        self.path = folder / "tiny.ipynb"
+        nbformat.write(self.notebook, self.path)
+        self.source = SourceNotebook.load(self.path)
+        self.limits = Limits(cell_timeout=3, submission_timeout=60)
+
+    def submission(self, name: str, answers: dict[str, str] | None = None, *,
+                   edit=None) -> Path:
+        """Write a submission: the solution, with ``answers`` replacing some answer cells."""
+        chosen = {**solution_answers(self.notebook), **(answers or {})}
+        notebook = with_answers(self.notebook, chosen)
+        if edit is not None:
+            edit(notebook)
+        path = self.folder / f"{name}.ipynb"
+        nbformat.write(notebook, path)
+        return path
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> TinySet:
+    return TinySet(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def course() -> Course:
+    return Course(ROOT)

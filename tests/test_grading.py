@@ -1,0 +1,112 @@
+"""The engine on a tiny problem set: verdicts come from the trusted side only."""
+
+import nbformat
+from nbformat.v4 import new_code_cell
+
+from autograder.batch import Submission, grade_batch
+from autograder.grading import grade_notebook
+from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, GradeReport
+
+WRONG_DOUBLE = "def double(x):\n    return 3 * x"
+
+
+def grade(tiny, name, answers=None, **kwargs):
+    return grade_notebook(tiny.source, tiny.submission(name, answers, **kwargs), seed=7, limits=tiny.limits)
+
+
+def statuses(report):
+    return {test.id: test.status for test in report.tests}
+
+
+def test_the_solution_gets_full_marks(tiny):
+    report = grade(tiny, "solution")
+    assert report.status == "graded"
+    assert statuses(report) == {"test_double": PASSED, "test_apply_twice": PASSED}
+    assert report.score == report.max_score == 3
+
+
+def test_a_wrong_answer_loses_the_points_of_its_exercise_only(tiny):
+    report = grade(tiny, "wrong", {"double": WRONG_DOUBLE})
+    assert statuses(report) == {"test_double": FAILED, "test_apply_twice": PASSED}
+    assert report.score == 1
+    assert "double(3.0) is 9" in report.tests[0].message
+
+
+def test_stubs_score_zero_and_say_not_implemented(tiny):
+    stub = {"double": "def double(x):\n    raise NotImplementedError()",
+            "apply_twice": "def apply_twice(f, x):\n    raise NotImplementedError()"}
+    report = grade(tiny, "stub", stub)
+    assert report.score == 0
+    assert all("not implemented yet" in test.message for test in report.tests)
+
+
+def test_rebinding_numpy_comparisons_does_not_change_the_verdict(tiny):
+    cheat = ("import numpy as np\nimport numpy.testing\n"
+             "np.allclose = lambda *a, **k: True\nnp.isclose = lambda *a, **k: True\n"
+             "np.testing.assert_allclose = lambda *a, **k: None\n" + WRONG_DOUBLE)
+    honest = grade(tiny, "honest", {"double": WRONG_DOUBLE})
+    cheater = grade(tiny, "cheat", {"double": cheat})
+    assert cheater.score == honest.score == 1
+    assert statuses(cheater) == statuses(honest)
+
+
+def test_a_function_passed_by_the_test_is_called_back_in_the_grader(tiny):
+    # The student's code calls the test's function: it runs here, on the data sent.
+    report = grade(tiny, "callback", {"apply_twice": "def apply_twice(f, x):\n    return f(x)"})
+    assert statuses(report)["test_apply_twice"] == FAILED
+
+
+def test_an_infinite_loop_times_out_on_its_exercise_and_the_rest_is_graded(tiny):
+    loop = "def double(x):\n    while True:\n        try:\n            pass\n        except BaseException:\n            pass"
+    report = grade(tiny, "loop", {"double": loop})
+    assert statuses(report) == {"test_double": TIMEOUT, "test_apply_twice": PASSED}
+    assert "did not finish within 3 seconds" in report.tests[0].message
+
+
+def test_a_crashing_worker_costs_only_that_exercise(tiny):
+    crash = "import os\ndef double(x):\n    os._exit(3)"
+    report = grade(tiny, "crash", {"double": crash})
+    assert statuses(report) == {"test_double": ERROR, "test_apply_twice": PASSED}
+    assert "exited" in report.tests[0].message
+
+
+def test_a_warning_on_stderr_keeps_its_points_and_is_shown(tiny):
+    noisy = ("import sys, warnings\ndef double(x):\n    print('careful', file=sys.stderr)\n"
+             "    warnings.warn('watch out')\n    return 2 * x")
+    report = grade(tiny, "noisy", {"double": noisy})
+    assert report.score == 3
+    assert "careful" in report.tests[0].output
+
+
+def test_an_unsendable_result_fails_with_a_sentence(tiny):
+    report = grade(tiny, "generator", {"double": "def double(x):\n    yield 2 * x"})
+    assert statuses(report)["test_double"] == FAILED
+    assert "generator cannot be sent" in report.tests[0].message
+
+
+def test_magics_and_shell_commands_in_answers(tiny):
+    answer = "%matplotlib inline\n!echo hi\n" + "def double(x):\n    return 2 * x"
+    report = grade(tiny, "magic", {"double": answer})
+    # The shell line is refused, so the function below it is never defined.
+    assert statuses(report)["test_double"] == FAILED
+    assert any("Shell commands" in problem.message for problem in report.cell_problems)
+
+
+def test_a_batch_with_broken_submissions_grades_the_rest(tiny, tmp_path):
+    submitted = tmp_path / "submitted"
+    good = submitted / "ada" / "tiny"
+    good.mkdir(parents=True)
+    tiny.submission("solution").rename(good / "tiny.ipynb")
+    broken = submitted / "bob" / "tiny"
+    broken.mkdir(parents=True)
+    (broken / "tiny.ipynb").write_text('{"cells": [')
+    empty = submitted / "cy" / "tiny"
+    empty.mkdir(parents=True)
+    subs = [Submission(name, "tiny", submitted / name / "tiny") for name in ("ada", "bob", "cy")]
+    reports = grade_batch(tiny.source, subs, tmp_path / "reports", limits=tiny.limits)
+    assert [report.status for report in reports] == ["graded", "error", "error"]
+    assert reports[0].score == 3
+    assert "not valid JSON" in reports[1].error
+    assert "no .ipynb file" in reports[2].error
+    saved = GradeReport.read_json(tmp_path / "reports" / "bob.json")
+    assert saved.status == "error" and saved.max_score == 3
