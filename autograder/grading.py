@@ -25,6 +25,7 @@ import numpy as np
 
 import autograder
 from autograder import checks
+from autograder.launcher import Launcher
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep,
                                  read_notebook, restore_instructor_cells)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
@@ -53,8 +54,12 @@ def grade_notebook(
     student: str | None = None,
     seed: int = 0,
     limits: Limits = Limits(),
+    launcher: Launcher | None = None,
 ) -> GradeReport:
-    """Grade one submitted notebook against the instructor's source notebook."""
+    """Grade one submitted notebook against the instructor's source notebook.
+
+    Pass a :class:`Launcher` to share one warm worker template across many notebooks.
+    """
     started = time.monotonic()
     report = GradeReport(assignment=source.name, notebook=str(submission), student=student,
                          seed=seed, engine=f"autograder {autograder.__version__}")
@@ -66,8 +71,11 @@ def grade_notebook(
                         for test_id in source.test_ids]
         return report
 
-    with tempfile.TemporaryDirectory(prefix="autograder-") as scratch:
-        session = WorkerSession(Path(scratch), limits)
+    with contextlib.ExitStack() as stack:
+        if launcher is None:
+            launcher = stack.enter_context(Launcher())
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autograder-")))
+        session = WorkerSession(scratch / "work", launcher, limits)
         tests = _TestRunner(session, seed)
         try:
             for step in steps:
@@ -83,6 +91,8 @@ def grade_notebook(
                     report.cell_problems.append(CellProblem(step.label, _describe_cell_error(outcome.error)))
         finally:
             session.close()
+            report.protections = session.protections
+            report.missing_protections = session.missing_protections
     report.seconds = round(time.monotonic() - started, 3)
     return report
 

@@ -47,6 +47,8 @@ class GradeReport:
     cell_problems: list[CellProblem] = field(default_factory=list)
     seconds: float = 0.0
     engine: str = ""
+    protections: list[str] = field(default_factory=list)
+    missing_protections: dict[str, str] = field(default_factory=dict)
 
     @property
     def score(self) -> float:

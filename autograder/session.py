@@ -9,17 +9,14 @@ run cleanly, so one bad exercise costs only that exercise.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from autograder import wire
+from autograder.launcher import Launcher
 
 
 @dataclass(frozen=True)
@@ -61,43 +58,24 @@ class CellOutcome:
     stderr: str = ""
 
 
-def _worker_environment(scratch: Path) -> dict[str, str]:
-    keep = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT")
-    env = {key: os.environ[key] for key in keep if key in os.environ}
-    env.update(
-        HOME=str(scratch),
-        TMPDIR=str(scratch),
-        MPLBACKEND="Agg",
-        MPLCONFIGDIR=str(scratch),
-        PYTHONDONTWRITEBYTECODE="1",
-        OMP_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-    )
-    return env
-
-
 class WorkerProcess:
-    """One worker process and the channel to it."""
+    """One confined worker, forked by the launcher's template, and the channel to it."""
 
-    def __init__(self, scratch: Path, serve: Callable[[dict[str, Any]], dict[str, Any]],
-                 make_remote: Callable[[wire.Handle], Any]) -> None:
+    def __init__(self, launcher: Launcher, scratch: Path, limits: Limits,
+                 serve: Callable[[dict[str, Any]], dict[str, Any]],
+                 make_remote: Callable[[wire.Handle], Any], deadline: float) -> None:
         scratch.mkdir(parents=True, exist_ok=True)
-        ours, theirs = socket.socketpair()
-        self._log_path = scratch / "worker-output.log"
-        with open(self._log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", "-m", "autograder.worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                cwd=scratch, env=_worker_environment(scratch),
-                start_new_session=True,
-            )
-        theirs.close()
-        self.channel = wire.Channel(ours)
+        self._launcher = launcher
+        self.uid: int | None = None
+        self.pid, self._socket = launcher.spawn(scratch, cpu_seconds=int(limits.submission_timeout) + 5)
+        self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote
-        self._socket = ours
+        hello = self.request({"op": "hello"}, max(deadline, time.monotonic() + 10)).get("value") or {}
+        self.uid = hello.get("uid") if type(hello.get("uid")) is int else None
+        self.protections: list[str] = [str(name) for name in hello.get("in_force", [])]
+        missing = hello.get("missing")
+        self.missing: dict[str, str] = {str(k): str(v) for k, v in missing.items()} if isinstance(missing, dict) else {}
 
     def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
         try:
@@ -110,28 +88,25 @@ class WorkerProcess:
             raise WorkerFailure(self._death_notice(problem)) from None
 
     def _death_notice(self, problem: Exception) -> str:
-        code = self.process.poll()
+        code = self._launcher.exit_code(self.pid)
         if code is None:
             return f"The Python process running your code broke the grader's protocol ({problem})."
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            return f"The Python process running your code was killed by signal {name}."
+            hint = {"SIGKILL": " It may have used more memory or CPU time than allowed.",
+                    "SIGSEGV": " Your code crashed the interpreter (a segmentation fault)."}.get(name, "")
+            return f"The Python process running your code was killed by signal {name}.{hint}"
         return f"The Python process running your code exited (exit code {code})."
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.process.wait()
+        self._launcher.kill(self.pid, self.uid)
         self._socket.close()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.channel.request({"op": "shutdown"}, time.monotonic() + 2)
-            except Exception:  # noqa: BLE001 - it is being stopped either way
-                pass
+        try:
+            self.channel.request({"op": "shutdown"}, time.monotonic() + 2)
+        except Exception:  # noqa: BLE001 - it is being stopped either way
+            pass
         self.kill()
 
 
@@ -155,7 +130,10 @@ class WorkerSession:
     """Runs one submission's code in a worker, restarting it after a crash or a hang."""
 
     scratch: Path
+    launcher: Launcher
     limits: Limits = field(default_factory=Limits)
+    protections: list[str] = field(default_factory=list)
+    missing_protections: dict[str, str] = field(default_factory=dict)
     _worker: WorkerProcess | None = None
     _replay: list[tuple[str, str]] = field(default_factory=list)
     _failure: WorkerFailure | None = None
@@ -241,8 +219,10 @@ class WorkerSession:
 
     def _ensure_worker(self) -> WorkerProcess:
         if self._worker is None:
-            worker = WorkerProcess(self.scratch, self._serve_callback, self._remote_function)
+            worker = WorkerProcess(self.launcher, self.scratch, self.limits, self._serve_callback,
+                                   self._remote_function, self._deadline)
             self._worker = worker
+            self.protections, self.missing_protections = worker.protections, worker.missing
             # Rebuild the namespace: cells that ran cleanly run again, in order.
             for source, label in self._replay:
                 worker.request({"op": "exec", "source": source, "label": label}, self._deadline)

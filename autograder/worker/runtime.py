@@ -7,6 +7,7 @@ The grader sends four kinds of request over the channel:
               missing, or something that cannot cross the boundary;
 ``call``      call a function of the student's (by name, or by handle when a student function
               returned a function) with plain-data arguments, and return its plain-data result;
+``hello``     report the protections the worker runs under;
 ``shutdown``  stop.
 
 Functions the grader passes as arguments arrive as :class:`InstructorFunction` objects; calling
@@ -19,6 +20,7 @@ import builtins
 import contextlib
 import io
 import linecache
+import os
 import socket
 import sys
 import traceback
@@ -164,8 +166,9 @@ _ERROR_TYPES = {
 class Runtime:
     """The namespace of one submission and the handlers for the grader's requests."""
 
-    def __init__(self, channel: wire.Channel) -> None:
+    def __init__(self, channel: wire.Channel, protections: dict[str, Any] | None = None) -> None:
         self.channel = channel
+        self.protections = protections or {"in_force": [], "missing": {}}
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.namespace["get_ipython"] = lambda: GradingShell(self.namespace)
         self.namespace["display"] = _display
@@ -180,6 +183,8 @@ class Runtime:
             return self._captured(lambda: self._call(message["target"], message["args"], message["kwargs"]))
         if op == "describe":
             return {"ok": True, "value": {name: self._describe(name) for name in message["names"]}}
+        if op == "hello":
+            return {"ok": True, "value": {**self.protections, "uid": os.getuid()}}
         if op == "shutdown":
             return {"ok": True, "value": None}
         return {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}",
@@ -270,10 +275,10 @@ class _Unsendable(Exception):
     pass
 
 
-def serve_forever(fd: int) -> None:
+def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
     """Serve the grader's requests on the connected socket ``fd`` until told to stop."""
     channel = wire.Channel(socket.socket(fileno=fd))
-    runtime = Runtime(channel)
+    runtime = Runtime(channel, protections)
     channel.make_remote = lambda handle: InstructorFunction(runtime, handle)
     channel.serve = runtime.handle
     while True:

@@ -1,0 +1,146 @@
+"""Starting confined workers from a warm template (the grader's side).
+
+One :class:`Launcher` per grading process starts ``autograder.worker.template`` once and asks
+it for a fresh worker per submission.  The worker is confined to a scratch directory, the
+Python installation and the autograder package: the course's source, solutions, gradebook
+and submissions are not readable from it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from autograder import wire
+
+PACKAGE_DIR = Path(wire.__file__).resolve().parent
+_SYSTEM_READABLE = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/dev/urandom", "/dev/zero",
+                    "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu")
+
+
+class LaunchError(Exception):
+    pass
+
+
+def readable_paths() -> list[str]:
+    """What a worker may read: system libraries, the Python installation, this package."""
+    paths = {*(_SYSTEM_READABLE), sys.prefix, sys.base_prefix, sys.exec_prefix, str(PACKAGE_DIR)}
+    return sorted(paths)
+
+
+def base_environment(home: Path) -> dict[str, str]:
+    keep = ("PATH", "LANG", "LC_ALL")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env.update(
+        HOME=str(home), TMPDIR=str(home), MPLBACKEND="Agg", MPLCONFIGDIR=str(home),
+        PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
+    return env
+
+
+class Launcher:
+    """The warm worker template, started on first use and restarted if it dies."""
+
+    def __init__(self, *, memory_bytes: int = 4 * 1024**3, max_processes: int = 64) -> None:
+        self.memory_bytes = memory_bytes
+        self.max_processes = max_processes
+        self._process: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
+        self._home = tempfile.TemporaryDirectory(prefix="autograder-template-")
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        home = Path(self._home.name)
+        with open(home / "template.log", "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", "-m", "autograder.worker.template", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                cwd=home, env=base_environment(home), start_new_session=True,
+            )
+        theirs.close()
+        self._control = ours
+        if not self._receive(timeout=120).get("ready"):
+            raise LaunchError("the worker template did not start")
+
+    def _receive(self, timeout: float) -> dict[str, Any]:
+        assert self._control is not None
+        ready, _, _ = select.select([self._control], [], [], timeout)
+        data = self._control.recv(1 << 16) if ready else b""
+        if not data:
+            log = Path(self._home.name) / "template.log"
+            detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            self.close()
+            raise LaunchError(f"the worker template stopped answering. {detail}".strip())
+        reply = wire.decode(data)
+        return reply if isinstance(reply, dict) else {}
+
+    def _ask(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+        assert self._control is not None
+        socket.send_fds(self._control, [wire.encode(request)], fds or [])
+        return self._receive(timeout=60)
+
+    def spawn(self, scratch: Path, cpu_seconds: int) -> tuple[int, socket.socket]:
+        """A new confined worker using ``scratch``; returns its pid and a socket to it."""
+        ours, theirs = socket.socketpair()
+        settings = {
+            "scratch": str(scratch), "readable": readable_paths(), "cpu_seconds": cpu_seconds,
+            "memory_bytes": self.memory_bytes, "max_processes": self.max_processes,
+            "environment": {"HOME": str(scratch), "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch)},
+        }
+        try:
+            reply = self._ask({"op": "spawn", "settings": settings}, [theirs.fileno()])
+        finally:
+            theirs.close()
+        pid = reply.get("pid")
+        if type(pid) is not int or pid <= 0:
+            ours.close()
+            raise LaunchError(f"the worker template could not start a worker: {reply}")
+        return pid, ours
+
+    def exit_code(self, pid: int, wait: float = 0.5) -> int | None:
+        """How worker ``pid`` ended (negative: killed by that signal), if it has."""
+        deadline = time.monotonic() + wait
+        while True:
+            code = self._ask({"op": "status", "pid": pid}).get("exit")
+            if code is not None or time.monotonic() >= deadline:
+                return code if type(code) is int else None
+            time.sleep(0.02)
+
+    def kill(self, pid: int, uid: int | None) -> None:
+        """Kill worker ``pid``, its process group and, when it has its own uid, every process of it."""
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if uid is not None and uid >= 100_000:
+            self._ask({"op": "kill_uid", "uid": uid})
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._process is not None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self._process.wait()
+            self._process = None
+
+    def __enter__(self) -> "Launcher":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+        self._home.cleanup()
