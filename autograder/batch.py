@@ -7,12 +7,17 @@ with status ``error`` and the reason; the batch always goes on.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
+import queue
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import autograder
 from autograder.grading import grade_notebook
+from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import ERROR, GradeReport, TestResult
 from autograder.session import Limits
@@ -60,7 +65,7 @@ def submission_seed(ps: str, student: str) -> int:
 
 
 def grade_submission(source: SourceNotebook, submission: Submission, *, limits: Limits,
-                     seed: int | None = None) -> GradeReport:
+                     launcher: Launcher, seed: int | None = None) -> GradeReport:
     notebook = submission.notebook()
     seed = submission_seed(submission.ps, submission.student) if seed is None else seed
     if isinstance(notebook, str):
@@ -70,24 +75,86 @@ def grade_submission(source: SourceNotebook, submission: Submission, *, limits: 
             tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, notebook)
                    for test_id in source.test_ids],
         )
-    return grade_notebook(source, notebook, student=submission.student, seed=seed, limits=limits)
+    return grade_notebook(source, notebook, student=submission.student, seed=seed, limits=limits,
+                          launcher=launcher)
+
+
+def _grading_process(source_path: Path, limits: Limits, seed: int | None,
+                     tasks: "multiprocessing.Queue", results: "multiprocessing.Queue") -> None:
+    """One of the batch's processes: grade submissions from ``tasks`` until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    source = SourceNotebook.load(source_path)
+    with Launcher() as launcher:
+        while (task := tasks.get()) is not None:
+            index, submission = task
+            try:
+                report = grade_submission(source, submission, limits=limits, launcher=launcher, seed=seed)
+            except Exception as error:  # noqa: BLE001 - one submission never stops the batch
+                report = _failed_report(source, submission, f"The grader failed on this notebook: {error}")
+            results.put((index, report.to_dict()))
+
+
+def _failed_report(source: SourceNotebook, submission: Submission, reason: str) -> GradeReport:
+    return GradeReport(
+        assignment=submission.ps, notebook=str(submission.folder), student=submission.student,
+        status="error", error=reason, engine=f"autograder {autograder.__version__}",
+        tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, reason) for test_id in source.test_ids],
+    )
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def grade_batch(
-    source: SourceNotebook,
+    source_path: Path,
     submissions: list[Submission],
     reports: Path,
     *,
     limits: Limits,
     seed: int | None = None,
+    jobs: int | None = None,
     progress: Callable[[int, int, GradeReport], None] | None = None,
 ) -> list[GradeReport]:
-    """Grade each submission in turn and write ``reports/<student>.json``."""
-    results = []
-    for number, submission in enumerate(submissions, start=1):
-        report = grade_submission(source, submission, limits=limits, seed=seed)
-        report.write_json(reports / f"{submission.student}.json")
-        results.append(report)
-        if progress:
-            progress(number, len(submissions), report)
-    return results
+    """Grade submissions on ``jobs`` processes (default: every core); write ``reports/<student>.json``.
+
+    Reports come back in the order of ``submissions``.
+    """
+    if not submissions:
+        return []
+    jobs = max(1, min(jobs or default_jobs(), len(submissions)))
+    source = SourceNotebook.load(source_path)
+    context = multiprocessing.get_context("spawn")
+    tasks, results = context.Queue(), context.Queue()
+    for item in enumerate(submissions):
+        tasks.put(item)
+    for _ in range(jobs):
+        tasks.put(None)
+    processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results),
+                                 daemon=True) for _ in range(jobs)]
+    for process in processes:
+        process.start()
+    done: dict[int, GradeReport] = {}
+    try:
+        while len(done) < len(submissions):
+            try:
+                index, data = results.get(timeout=1.0)
+            except queue.Empty:
+                if not any(process.is_alive() for process in processes):
+                    break
+                continue
+            report = GradeReport.from_dict(data)
+            report.write_json(reports / f"{submissions[index].student}.json")
+            done[index] = report
+            if progress:
+                progress(len(done), len(submissions), report)
+    finally:
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+    for index, submission in enumerate(submissions):
+        if index not in done:
+            done[index] = _failed_report(source, submission, "The grading process stopped before this notebook.")
+            done[index].write_json(reports / f"{submission.student}.json")
+    return [done[index] for index in range(len(submissions))]

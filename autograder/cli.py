@@ -68,7 +68,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: argparse.Namespace) -> int:
-    source = SourceNotebook.load(course.source_notebook(ps))
     submissions = find_submissions(submitted, ps, args.student)
     if not submissions:
         print(f"No submissions of {ps} in {submitted} (expected {submitted}/<student>/{ps}/{ps}.ipynb).")
@@ -78,8 +77,8 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
         state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
         print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
 
-    results = grade_batch(source, submissions, reports, limits=_limits(course, args), seed=args.seed,
-                          progress=progress)
+    results = grade_batch(course.source_notebook(ps), submissions, reports, limits=_limits(course, args),
+                          seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
     print(f"\n{ps}")
     print(render_summary(results))
     print(f"Reports: {reports}")
@@ -146,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
     grade.add_argument("--seed", type=int, help="one seed for every student (default: one per student)")
     grade.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
     grade.set_defaults(run=cmd_grade)
 
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")

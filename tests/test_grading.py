@@ -103,7 +103,7 @@ def test_a_batch_with_broken_submissions_grades_the_rest(tiny, tmp_path):
     empty = submitted / "cy" / "tiny"
     empty.mkdir(parents=True)
     subs = [Submission(name, "tiny", submitted / name / "tiny") for name in ("ada", "bob", "cy")]
-    reports = grade_batch(tiny.source, subs, tmp_path / "reports", limits=tiny.limits)
+    reports = grade_batch(tiny.path, subs, tmp_path / "reports", limits=tiny.limits, jobs=2)
     assert [report.status for report in reports] == ["graded", "error", "error"]
     assert reports[0].score == 3
     assert "not valid JSON" in reports[1].error

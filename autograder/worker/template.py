@@ -10,10 +10,12 @@ second.  The template never runs student code and never sees tests or solutions.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from autograder import wire
@@ -21,6 +23,7 @@ from autograder.worker import confine
 
 _MAX_CONTROL_MESSAGE = 1 << 16
 _MAX_REMEMBERED_EXITS = 4096
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def _warm_up() -> None:
@@ -113,6 +116,11 @@ class _Template:
             finally:
                 os._exit(0)
         os.waitpid(pid, 0)
+        # The killed processes were re-parented to this template (a subreaper): reap them now.
+        deadline = time.monotonic() + 0.2
+        while time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
         return True
 
     def spawn(self, connection: int, settings: dict[str, Any]) -> int:
@@ -134,6 +142,9 @@ class _Template:
 
 
 def main(control_fd: int) -> None:
+    # Orphans of a worker (a fork that outlived it) become this process's children, so that
+    # they can be reaped instead of lingering as zombies.
+    ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _warm_up()
     template = _Template(socket.socket(fileno=control_fd))
     template.answer({"ready": True})
