@@ -117,14 +117,19 @@ class Launcher:
                 return code if type(code) is int else None
             time.sleep(0.02)
 
-    def kill(self, pid: int, uid: int | None) -> None:
-        """Kill worker ``pid``, its process group and, when it has its own uid, every process of it."""
+    def kill(self, pid: int) -> None:
+        """Kill worker ``pid``: its supervisor kills the worker, and with it its PID namespace."""
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + 2
+        while self.exit_code(pid, wait=0) is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        if uid is not None and uid >= 100_000:
-            self._ask({"op": "kill_uid", "uid": uid})
 
     def close(self) -> None:
         if self._control is not None:

@@ -66,13 +66,11 @@ class WorkerProcess:
                  make_remote: Callable[[wire.Handle], Any], deadline: float) -> None:
         scratch.mkdir(parents=True, exist_ok=True)
         self._launcher = launcher
-        self.uid: int | None = None
         self.pid, self._socket = launcher.spawn(scratch, cpu_seconds=int(limits.submission_timeout) + 5)
         self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote
         hello = self.request({"op": "hello"}, max(deadline, time.monotonic() + 10)).get("value") or {}
-        self.uid = hello.get("uid") if type(hello.get("uid")) is int else None
         self.protections: list[str] = [str(name) for name in hello.get("in_force", [])]
         missing = hello.get("missing")
         self.missing: dict[str, str] = {str(k): str(v) for k, v in missing.items()} if isinstance(missing, dict) else {}
@@ -84,8 +82,9 @@ class WorkerProcess:
             self.kill()
             raise WorkerTimedOut("timed out") from None
         except (wire.PeerGone, wire.WireError, OSError) as problem:
+            notice = self._death_notice(problem)  # before the kill, which would mask how it ended
             self.kill()
-            raise WorkerFailure(self._death_notice(problem)) from None
+            raise WorkerFailure(notice) from None
 
     def _death_notice(self, problem: Exception) -> str:
         code = self._launcher.exit_code(self.pid)
@@ -99,7 +98,7 @@ class WorkerProcess:
         return f"The Python process running your code exited (exit code {code})."
 
     def kill(self) -> None:
-        self._launcher.kill(self.pid, self.uid)
+        self._launcher.kill(self.pid)
         self._socket.close()
 
     def close(self) -> None:

@@ -73,11 +73,10 @@ def attacks(course_dir: Path, grader_pid: int, port: int) -> dict[str, str]:
                       "        except OSError:\n            pass\n"),
         "escaping fork": ("import os, time\ndef double(x):\n    if os.fork() == 0:\n        os.setsid()\n"
                           "        while True:\n            time.sleep(1)\n    return 3 * x\n"),
-        "thread left running": ("import threading, os\ndef spin():\n    while True:\n"
-                                "        for fd in range(3, 40):\n            try:\n"
-                                "                os.write(fd, b'\\x00garbage')\n            except OSError:\n"
-                                "                pass\n"
-                                "threading.Thread(target=spin, daemon=True).start()\n" + WRONG),
+        "thread left running": ("import threading, builtins, numpy as np\ndef meddle():\n"
+                                "    while True:\n        np.allclose = lambda *a, **k: True\n"
+                                "        builtins.abs = lambda x: 0\n"
+                                "threading.Thread(target=meddle, daemon=True).start()\n" + WRONG),
         "print gigabytes": ("import os\ndef double(x):\n    chunk = 'x' * 10**6\n    for _ in range(10**4):\n"
                             "        print(chunk)\n        try:\n            os.write(1, chunk.encode())\n"
                             "        except OSError:\n            pass\n    return 3 * x\n"),
@@ -86,6 +85,23 @@ def attacks(course_dir: Path, grader_pid: int, port: int) -> dict[str, str]:
                                "except OSError:\n    leaked = None\n" + IF_LEAKED),
         "hard-coded visible answers": "def double(x):\n    return 6.0 if x == 3.0 else 3 * x\n",
     }
+
+
+# Attacks on the worker's own channel can only make the student's own result worse.
+SELF_HARM = {
+    "garbage on every descriptor": ("import threading, os, time\ndef spray():\n    while True:\n"
+                                    "        for fd in range(3, 40):\n            try:\n"
+                                    "                os.write(fd, b'\\x00garbage')\n"
+                                    "            except OSError:\n                pass\n"
+                                    "        time.sleep(0.001)\n"
+                                    "threading.Thread(target=spray, daemon=True).start()\n"
+                                    "def double(x):\n    return 2 * x\n"),
+    "forged reply frames": ("import os, struct\nfrom autograder import wire\n"
+                            "def double(x):\n    frame = wire.encode({'op': 'reply', 'id': 1, 'ok': True, 'value': 2 * x})\n"
+                            "    for fd in range(3, 20):\n        try:\n"
+                            "            os.write(fd, struct.pack('<Q', len(frame)) + frame)\n"
+                            "        except OSError:\n            pass\n    return 3 * x\n"),
+}
 
 
 @pytest.fixture
@@ -108,7 +124,7 @@ def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener)
     gradebook = course_dir / "gradebook.db"
     gradebook.write_text("the real gradebook")
     submitted = course_dir / "submitted"
-    cases = {"honest": WRONG, **attacks(course_dir, os.getpid(), listener)}
+    cases = {"honest": WRONG, **attacks(course_dir, os.getpid(), listener), **SELF_HARM}
     students = {}
     for number, (name, code) in enumerate(cases.items()):
         student = "honest" if name == "honest" else f"attack{number:02d}"
@@ -131,6 +147,9 @@ def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener)
     for student, name in students.items():
         report = reports[student]
         assert report.status == "graded", f"{name}: {report.error}"
+        if name in SELF_HARM:
+            assert report.score <= honest.score, f"{name} gained points: {report.tests}"
+            continue
         assert report.score == honest.score, f"{name} changed its score: {report.tests}"
         assert report.tests[0].status != PASSED, name
         assert report.tests[1].status == PASSED, f"{name} cost the next exercise: {report.tests[1]}"

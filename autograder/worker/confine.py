@@ -2,8 +2,10 @@
 
 Applied in the freshly forked worker, in this order:
 
-1. resource limits: CPU seconds, address space, processes, open files, file size, no core dumps;
-2. a private network namespace (no interfaces but a down loopback: no network at all);
+1. (before the worker is forked, by its supervisor) new network and PID namespaces: no network
+   interface but a loopback that is down, and the worker as pid 1, so that killing it kills
+   every process it started, even one that left its process group;
+2. resource limits: CPU seconds, address space, processes, open files, file size, no core dumps;
 3. Landlock: read-only access to the Python installation and system libraries, read-write access
    to the worker's scratch directory, nothing else (so not the course's source/, solutions/,
    gradebook or other students' submissions); no TCP; no signals to processes outside the
@@ -42,10 +44,11 @@ _SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 # Protections, by the names reports use.
 RLIMITS = "resource limits"
 NETWORK = "no network"
+PROCESSES = "processes contained"
 FILESYSTEM = "filesystem confined"
 SIGNALS = "cannot signal the grader"
 UNPRIVILEGED = "unprivileged user"
-ALL_PROTECTIONS = (RLIMITS, NETWORK, FILESYSTEM, SIGNALS, UNPRIVILEGED)
+ALL_PROTECTIONS = (RLIMITS, NETWORK, PROCESSES, FILESYSTEM, SIGNALS, UNPRIVILEGED)
 
 
 @dataclass
@@ -108,15 +111,27 @@ def _set_rlimits(settings: Confinement) -> None:
         resource.setrlimit(which, (value, value))
 
 
-def _unshare_network() -> str | None:
+_CLONE_NEWUSER, _CLONE_NEWPID = 0x10000000, 0x20000000
+
+
+def enter_namespaces() -> Applied:
+    """Give this process's next child new network and PID namespaces (a user namespace too
+    when not root, which is what grants the right to make the others)."""
+    applied = Applied()
     libc = _libc()
-    if libc.unshare(_CLONE_NEWNET) == 0:
-        return None
+    flags = _CLONE_NEWNET | _CLONE_NEWPID
     if os.geteuid() != 0:
-        # Unprivileged: a user namespace grants the right to make a network namespace.
-        if libc.unshare(0x10000000 | _CLONE_NEWNET) == 0:  # CLONE_NEWUSER
-            return None
-    return f"unshare(CLONE_NEWNET) failed: {_errno_text()}"
+        flags |= _CLONE_NEWUSER
+    if libc.unshare(flags) == 0:
+        applied.in_force += [NETWORK, PROCESSES]
+        return applied
+    problem = f"unshare failed: {_errno_text()}"
+    if libc.unshare(flags & ~_CLONE_NEWPID) == 0:
+        applied.in_force.append(NETWORK)
+        applied.missing[PROCESSES] = problem
+    else:
+        applied.missing[NETWORK] = applied.missing[PROCESSES] = problem
+    return applied
 
 
 def _landlock(settings: Confinement, abi: int) -> tuple[bool, bool]:
@@ -172,25 +187,18 @@ def _drop_privileges(uid: int, scratch: str) -> None:
     os.setuid(uid)
 
 
-def confine(settings: Confinement) -> Applied:
-    """Apply every protection this kernel offers to the current process."""
-    applied = Applied()
+def confine(settings: Confinement, applied: Applied) -> Applied:
+    """Apply the remaining protections to the current process (the worker itself)."""
     try:
         _set_rlimits(settings)
         applied.in_force.append(RLIMITS)
     except (OSError, ValueError) as error:
         applied.missing[RLIMITS] = str(error)
 
-    problem = _unshare_network()
-    if problem is None:
-        applied.in_force.append(NETWORK)
-    else:
-        applied.missing[NETWORK] = problem
-
     if os.geteuid() == 0:
         # A uid of its own: RLIMIT_NPROC then counts this worker's processes only, and the
         # grader's files and /proc entries are out of reach by ordinary permissions too.
-        uid = settings.uid if settings.uid is not None else 100_000 + os.getpid() % 50_000
+        uid = settings.uid if settings.uid is not None else 100_000
         try:
             _drop_privileges(uid, settings.scratch)
             applied.in_force.append(UNPRIVILEGED)

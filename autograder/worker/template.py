@@ -10,12 +10,12 @@ second.  The template never runs student code and never sees tests or solutions.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import socket
 import sys
-import time
 from typing import Any
 
 from autograder import wire
@@ -24,6 +24,7 @@ from autograder.worker import confine
 _MAX_CONTROL_MESSAGE = 1 << 16
 _MAX_REMEMBERED_EXITS = 4096
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 
 
 def _warm_up() -> None:
@@ -38,9 +39,12 @@ def _warm_up() -> None:
 
 
 def _run_child(connection: int, settings: dict[str, Any]) -> None:
-    """In the forked child: become a confined worker serving ``connection``."""
-    from autograder.worker.runtime import serve_forever
+    """In the forked child: supervise one confined worker serving ``connection``.
 
+    This process enters new namespaces and forks the worker, which becomes pid 1 of its PID
+    namespace; it then only waits.  SIGTERM (from the grader) makes it kill the worker, which
+    makes the kernel kill everything the worker started.  It leaves with the worker's status.
+    """
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     scratch = str(settings["scratch"])
@@ -50,15 +54,45 @@ def _run_child(connection: int, settings: dict[str, Any]) -> None:
     os.dup2(log, 2)
     os.close(log)
     os.environ.update({key: str(value) for key, value in settings.get("environment", {}).items()})
+    namespaces = confine.enter_namespaces()
+    # A uid of the worker's own (when running as root), unique among live workers.
+    uid = 100_000 + os.getpid() % 50_000
+    worker = os.fork()
+    if worker == 0:
+        _become_worker(connection, settings, namespaces, uid)
+        return
+    os.close(connection)
+
+    def stop(*_: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)
+        os._exit(1)
+
+    signal.signal(signal.SIGTERM, stop)
+    _, status = os.waitpid(worker, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the worker is gone; report how it ended
+    if os.WIFSIGNALED(status):
+        # Die the same way, so the grader can tell the student what happened.
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _become_worker(connection: int, settings: dict[str, Any], namespaces: confine.Applied, uid: int) -> None:
+    from autograder.worker.runtime import serve_forever
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     applied = confine.confine(confine.Confinement(
-        scratch=scratch,
+        scratch=str(settings["scratch"]),
         readable=[str(path) for path in settings.get("readable", [])],
         cpu_seconds=int(settings.get("cpu_seconds", 600)),
         memory_bytes=int(settings.get("memory_bytes", 4 * 1024**3)),
         max_processes=int(settings.get("max_processes", 64)),
         max_open_files=int(settings.get("max_open_files", 256)),
         max_file_bytes=int(settings.get("max_file_bytes", 64 * 1024**2)),
-    ))
+        uid=uid,
+    ), namespaces)
     serve_forever(connection, protections={"in_force": applied.in_force, "missing": applied.missing})
 
 
@@ -97,31 +131,10 @@ class _Template:
                 self.answer({"pid": self.spawn(fds[0], request.get("settings") or {})})
             elif op == "status":
                 self.answer({"exit": self.exits.get(request.get("pid"))})
-            elif op == "kill_uid" and type(request.get("uid")) is int and request["uid"] >= 100_000:
-                self.answer({"killed": self.kill_uid(request["uid"])})
             else:
                 for fd in fds:
                     os.close(fd)
                 self.answer({"error": f"unknown request {op!r}"})
-
-    def kill_uid(self, uid: int) -> bool:
-        """Kill every process of a worker's uid, wherever it moved (setsid cannot escape this)."""
-        if os.geteuid() != 0:
-            return False
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
-            finally:
-                os._exit(0)
-        os.waitpid(pid, 0)
-        # The killed processes were re-parented to this template (a subreaper): reap them now.
-        deadline = time.monotonic() + 0.2
-        while time.monotonic() < deadline:
-            self.reap()
-            time.sleep(0.01)
-        return True
 
     def spawn(self, connection: int, settings: dict[str, Any]) -> int:
         pid = os.fork()
