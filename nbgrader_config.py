@@ -8,3 +8,4 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # The autograder engine (all optional; these are the defaults).
 c.Autograder.cell_timeout = 30          # seconds one cell or one test may run
 c.Autograder.submission_timeout = 600   # seconds for a whole notebook
+c.Autograder.strict = False             # True: refuse to grade where a protection is missing

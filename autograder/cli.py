@@ -13,6 +13,7 @@ Exit codes (for scripts):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import secrets
 import sys
 from pathlib import Path
@@ -25,7 +26,6 @@ from autograder.grading import grade_notebook
 from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
 from autograder.render import render_report, render_summary
-from autograder.session import Limits
 
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
 
@@ -46,7 +46,9 @@ def _course(args: argparse.Namespace) -> Course:
 def _limits(course: Course, args: argparse.Namespace) -> Limits:
     limits = course.limits()
     if getattr(args, "timeout", None):
-        limits = Limits(cell_timeout=args.timeout, submission_timeout=limits.submission_timeout)
+        limits = dataclasses.replace(limits, cell_timeout=args.timeout)
+    if getattr(args, "strict", False):
+        limits = dataclasses.replace(limits, strict=True)
     return limits
 
 
@@ -135,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--ps", help="its problem set (default: from the file name)")
     check.add_argument("--seed", type=int, help="seed of the hidden tests' inputs (to reproduce a run)")
     check.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    check.add_argument("--strict", action="store_true",
+                       help="refuse to grade if any protection of the worker is missing")
     check.add_argument("--json", help="also write the report as JSON to this file")
     check.set_defaults(run=cmd_check)
 
@@ -145,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--student", action="append", help="grade only this student (repeatable)")
     grade.add_argument("--seed", type=int, help="one seed for every student (default: one per student)")
     grade.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    grade.add_argument("--strict", action="store_true",
+                       help="refuse to grade if any protection of the worker is missing")
     grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
     grade.set_defaults(run=cmd_grade)
 
@@ -158,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ps", help="only this problem set")
     demo.add_argument("--seed", type=int, help="one seed for every student (default: one per student)")
     demo.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    demo.add_argument("--strict", action="store_true",
+                       help="refuse to grade if any protection of the worker is missing")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -102,4 +102,5 @@ class Course:
         return Limits(
             cell_timeout=float(section.get("cell_timeout", defaults.cell_timeout)),
             submission_timeout=float(section.get("submission_timeout", defaults.submission_timeout)),
+            strict=bool(section.get("strict", defaults.strict)),
         )

@@ -29,7 +29,7 @@ from autograder.launcher import Launcher
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep,
                                  read_notebook, restore_instructor_cells)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
-from autograder.session import Limits, StudentError, StudentFunction, WorkerSession, WorkerTimedOut
+from autograder.session import ConfinementMissing, Limits, StudentError, StudentFunction, WorkerSession, WorkerTimedOut
 
 MAX_OUTPUT_CHARS = 5_000
 
@@ -66,10 +66,7 @@ def grade_notebook(
     try:
         steps = restore_instructor_cells(source, read_notebook(submission))
     except NotebookError as error:
-        report.status, report.error = "error", str(error)
-        report.tests = [TestResult(test_id, 0.0, source.points(test_id), ERROR, str(error))
-                        for test_id in source.test_ids]
-        return report
+        return _not_graded(report, source, str(error))
 
     with contextlib.ExitStack() as stack:
         if launcher is None:
@@ -77,6 +74,11 @@ def grade_notebook(
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autograder-")))
         session = WorkerSession(scratch / "work", launcher, limits)
         tests = _TestRunner(session, seed)
+        try:
+            session.start()
+        except ConfinementMissing as refusal:
+            session.close()
+            return _not_graded(report, source, str(refusal))
         try:
             for step in steps:
                 if isinstance(step, TestStep):
@@ -94,6 +96,12 @@ def grade_notebook(
             report.protections = session.protections
             report.missing_protections = session.missing_protections
     report.seconds = round(time.monotonic() - started, 3)
+    return report
+
+
+def _not_graded(report: GradeReport, source: SourceNotebook, reason: str) -> GradeReport:
+    report.status, report.error = "error", reason
+    report.tests = [TestResult(test_id, 0.0, source.points(test_id), ERROR, reason) for test_id in source.test_ids]
     return report
 
 

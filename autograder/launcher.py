@@ -78,7 +78,7 @@ class Launcher:
         if not data:
             log = Path(self._home.name) / "template.log"
             detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            self.close()
+            self._discard()
             raise LaunchError(f"the worker template stopped answering. {detail}".strip())
         reply = wire.decode(data)
         return reply if isinstance(reply, dict) else {}
@@ -132,6 +132,16 @@ class Launcher:
             pass
 
     def close(self) -> None:
+        """Stop the template; it stops and reaps any worker still running first."""
+        if self._control is not None and self._process is not None and self._process.poll() is None:
+            try:
+                socket.send_fds(self._control, [wire.encode({"op": "shutdown"})], [])
+                self._receive(timeout=10)
+            except (OSError, LaunchError, wire.WireError):
+                pass
+        self._discard()
+
+    def _discard(self) -> None:
         if self._control is not None:
             self._control.close()
             self._control = None

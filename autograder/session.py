@@ -25,6 +25,7 @@ class Limits:
 
     cell_timeout: float = 30.0
     submission_timeout: float = 600.0
+    strict: bool = False  # refuse to grade when a protection is missing
 
 
 class WorkerFailure(Exception):
@@ -33,6 +34,20 @@ class WorkerFailure(Exception):
 
 class WorkerTimedOut(WorkerFailure):
     pass
+
+
+class ConfinementMissing(WorkerFailure):
+    """Strict mode, and the worker lacks a protection."""
+
+
+def require_protections(missing: dict[str, str], strict: bool) -> None:
+    """In strict mode, refuse a worker that lacks any protection."""
+    if strict and missing:
+        reasons = "; ".join(f"{name} ({why})" for name, why in sorted(missing.items()))
+        raise ConfinementMissing(
+            f"Refusing to grade in strict mode: this machine cannot provide {reasons}. "
+            "Grade on a machine that has them, or without --strict."
+        )
 
 
 class StudentError(Exception):
@@ -148,6 +163,11 @@ class WorkerSession:
         submission_left = self._started + self.limits.submission_timeout - time.monotonic()
         self._deadline = time.monotonic() + max(0.0, min(self.limits.cell_timeout, submission_left))
 
+    def start(self) -> None:
+        """Start the worker now (it would start with the first cell), to check its protections."""
+        self.begin_cell()
+        self._ensure_worker()
+
     @property
     def out_of_time(self) -> bool:
         return time.monotonic() >= self._started + self.limits.submission_timeout
@@ -222,6 +242,12 @@ class WorkerSession:
                                    self._remote_function, self._deadline)
             self._worker = worker
             self.protections, self.missing_protections = worker.protections, worker.missing
+            try:
+                require_protections(worker.missing, self.limits.strict)
+            except ConfinementMissing:
+                worker.close()
+                self._worker = None
+                raise
             # Rebuild the namespace: cells that ran cleanly run again, in order.
             for source, label in self._replay:
                 worker.request({"op": "exec", "source": source, "label": label}, self._deadline)

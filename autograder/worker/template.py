@@ -66,6 +66,8 @@ def _run_child(connection: int, settings: dict[str, Any]) -> None:
     def stop(*_: object) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(worker, 0)
         os._exit(1)
 
     signal.signal(signal.SIGTERM, stop)
@@ -100,6 +102,7 @@ class _Template:
     def __init__(self, control: socket.socket) -> None:
         self.control = control
         self.exits: dict[int, int] = {}
+        self.running: set[int] = set()
 
     def reap(self) -> None:
         while True:
@@ -110,6 +113,7 @@ class _Template:
             if pid == 0:
                 return
             self.exits[pid] = os.waitstatus_to_exitcode(status)
+            self.running.discard(pid)
             if len(self.exits) > _MAX_REMEMBERED_EXITS:
                 self.exits.pop(next(iter(self.exits)))
 
@@ -129,12 +133,32 @@ class _Template:
             op = request.get("op") if isinstance(request, dict) else None
             if op == "spawn" and len(fds) == 1:
                 self.answer({"pid": self.spawn(fds[0], request.get("settings") or {})})
+            elif op == "shutdown":
+                self.shutdown()
+                self.answer({"stopped": True})
+                return
             elif op == "status":
                 self.answer({"exit": self.exits.get(request.get("pid"))})
             else:
                 for fd in fds:
                     os.close(fd)
                 self.answer({"error": f"unknown request {op!r}"})
+
+    def shutdown(self) -> None:
+        """Stop every worker still running and reap them all."""
+        try:
+            while True:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+        except ChildProcessError:
+            return
+        for pid in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                os.waitpid(-1, 0)
 
     def spawn(self, connection: int, settings: dict[str, Any]) -> int:
         pid = os.fork()
@@ -151,6 +175,7 @@ class _Template:
             finally:
                 os._exit(code)
         os.close(connection)
+        self.running.add(pid)
         return pid
 
 
