@@ -34,9 +34,13 @@ def attacks(course_dir: Path, grader_pid: int, port: int) -> dict[str, str]:
                                       "ip.input_transformers_cleanup.append(lambda lines: [])\n" + WRONG),
         "read the source notebook": (f"try:\n    leaked = open({str(source)!r}).read()\n"
                                      "except OSError:\n    leaked = None\n" + IF_LEAKED),
-        "glob the course tree": ("import glob, os\n"
-                                 f"leaked = glob.glob({str(course_dir)!r} + '/**', recursive=True)\n"
-                                 "leaked += glob.glob('../../**/*.ipynb', recursive=True)\n" + IF_LEAKED),
+        "glob the course tree": ("import glob, os\nleaked = []\n"
+                                 f"for pattern in ({str(course_dir)!r} + '/**/*', '../../**/*.ipynb'):\n"
+                                 "    for path in glob.glob(pattern, recursive=True):\n"
+                                 "        try:\n            leaked.append(open(path, 'rb').read(1))\n"
+                                 "        except OSError:\n            pass\n"
+                                 f"try:\n    leaked += os.listdir({str(course_dir)!r})\n"
+                                 "except OSError:\n    pass\n" + IF_LEAKED),
         "read /proc of the grader": ("leaked = None\nfor name in ('environ', 'cmdline', 'maps'):\n"
                                      f"    try:\n        leaked = open('/proc/{grader_pid}/' + name, 'rb').read()\n"
                                      "    except OSError:\n        pass\n" + IF_LEAKED),
