@@ -16,9 +16,11 @@ import contextlib
 import hashlib
 import secrets
 from contextvars import ContextVar
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, NoReturn
 
 import numpy as np
+
+from autograder.diagnoses import Diagnosis, diagnose
 
 __all__ = [
     "CheckFailure",
@@ -138,25 +140,27 @@ def check_close(
     rtol: float = 1e-6,
     atol: float = 1e-9,
     hint: str | None = None,
+    mistakes: Mapping[str, Any] | None = None,
+    sample_size: int | None = None,
 ) -> None:
     """``actual`` equals ``expected`` elementwise within ``atol + rtol * |expected|``.
 
-    ``hint``, when given, is appended to the failure message: a sentence that tells the
-    student where to look.
+    On failure the message names the mistake that explains the student's numbers, when one
+    does (see :mod:`autograder.diagnoses`): a generic one (a factor of 2, a sign, a transpose,
+    n versus n - 1 when ``sample_size`` is given, ...) or one of ``mistakes``, which maps
+    ``"name: hint"`` to the value that mistake would produce.  ``hint``, when given, is appended
+    to every failure message.
     """
     expected_array = np.asarray(expected, dtype=float)
     array = _as_numeric_array(actual, what)
+    diagnosis = diagnose(array, expected_array, known=mistakes, rtol=rtol, atol=atol,
+                         sample_size=sample_size) if not _close_enough(array, expected_array, rtol, atol) else None
     if array.shape != expected_array.shape:
-        raise CheckFailure(
-            f"{what} has shape {array.shape}; expected shape {expected_array.shape}."
-        )
+        _fail(f"{what} has shape {array.shape}; expected shape {expected_array.shape}.", diagnosis, hint)
     if array.dtype.kind == "c" and expected_array.dtype.kind != "c":
         raise CheckFailure(f"{what} is complex; expected real numbers.")
     array = array.astype(float)
-    with np.errstate(invalid="ignore", over="ignore"):
-        error = np.abs(array - expected_array)
-        ok = error <= atol + rtol * np.abs(expected_array)
-    ok &= np.isfinite(array) == np.isfinite(expected_array)
+    ok = _elementwise_ok(array, expected_array, rtol, atol)
     if np.all(ok):
         return
     if array.shape == ():
@@ -168,6 +172,24 @@ def check_close(
             f"at index {index} it is {_describe(array[index])}, "
             f"expected {_describe(expected_array[index])}."
         )
+    _fail(message, diagnosis, hint)
+
+
+def _elementwise_ok(array: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> np.ndarray:
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.abs(array - expected) <= atol + rtol * np.abs(expected)
+    return ok & (np.isfinite(array) == np.isfinite(expected))
+
+
+def _close_enough(array: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> bool:
+    if array.shape != expected.shape or array.dtype.kind == "c":
+        return False
+    return bool(np.all(_elementwise_ok(array.astype(float), expected, rtol, atol)))
+
+
+def _fail(message: str, diagnosis: Diagnosis | None, hint: str | None) -> NoReturn:
+    if diagnosis is not None:
+        message = f"{message} {diagnosis}"
     if hint:
         message = f"{message} {hint}"
-    raise CheckFailure(message)
+    raise CheckFailure(message, diagnosis=diagnosis.name if diagnosis else None)

@@ -144,6 +144,7 @@ class _TestRunner:
             if isinstance(error, KeyboardInterrupt):
                 raise
             result.status, result.message = self._classify(error, step)
+            result.diagnosis = getattr(error, "diagnosis", None) if isinstance(error, checks.CheckFailure) else None
         result.output = "".join(self._session.output)[:MAX_OUTPUT_CHARS]
         result.seconds = round(time.monotonic() - started, 3)
         return result

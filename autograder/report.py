@@ -21,6 +21,7 @@ class TestResult:
     max_points: float
     status: str
     message: str = ""
+    diagnosis: str | None = None  # the named mistake, when one explains the failure
     output: str = ""
     seconds: float = 0.0
 
