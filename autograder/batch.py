@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 import autograder
 from autograder.grading import grade_notebook
+from autograder.html import class_page, student_page
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import ERROR, GradeReport, TestResult
@@ -116,7 +117,10 @@ def grade_batch(
     jobs: int | None = None,
     progress: Callable[[int, int, GradeReport], None] | None = None,
 ) -> list[GradeReport]:
-    """Grade submissions on ``jobs`` processes (default: every core); write ``reports/<student>.json``.
+    """Grade submissions on ``jobs`` processes (default: every core).
+
+    Writes ``reports/<student>.json`` and ``.html`` as each finishes, and ``reports/index.html``
+    (the class summary) at the end.
 
     Reports come back in the order of ``submissions``.
     """
@@ -144,7 +148,7 @@ def grade_batch(
                     break
                 continue
             report = GradeReport.from_dict(data)
-            report.write_json(reports / f"{submissions[index].student}.json")
+            write_student_files(report, reports, submissions[index].student)
             done[index] = report
             if progress:
                 progress(len(done), len(submissions), report)
@@ -156,5 +160,13 @@ def grade_batch(
     for index, submission in enumerate(submissions):
         if index not in done:
             done[index] = _failed_report(source, submission, "The grading process stopped before this notebook.")
-            done[index].write_json(reports / f"{submission.student}.json")
-    return [done[index] for index in range(len(submissions))]
+            write_student_files(done[index], reports, submission.student)
+    ordered = [done[index] for index in range(len(submissions))]
+    (reports / "index.html").write_text(class_page(ordered), encoding="utf-8")
+    return ordered
+
+
+def write_student_files(report: GradeReport, folder: Path, student: str) -> None:
+    """``<student>.json`` (the report) and ``<student>.html`` (the student's feedback page)."""
+    report.write_json(folder / f"{student}.json")
+    (folder / f"{student}.html").write_text(student_page(report), encoding="utf-8")

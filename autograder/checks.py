@@ -24,6 +24,7 @@ from autograder.diagnoses import Diagnosis, diagnose
 
 __all__ = [
     "CheckFailure",
+    "plot_curves",
     "check_close",
     "check_shape",
     "check_finite",
@@ -33,6 +34,8 @@ __all__ = [
 
 # The seed of the submission being graded; None outside the autograder.
 _grading_seed: ContextVar[int | None] = ContextVar("grading_seed", default=None)
+# Figures the running test cell asked for; None outside the autograder.
+_figures: ContextVar[list[dict[str, Any]] | None] = ContextVar("figures", default=None)
 
 
 class CheckFailure(AssertionError):
@@ -65,6 +68,44 @@ def test_rng(salt: str) -> np.random.Generator:
         seed = secrets.randbits(63)
     digest = hashlib.sha256(f"{seed}:{salt}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@contextlib.contextmanager
+def collecting_figures() -> Iterator[list[dict[str, Any]]]:
+    """Within this block, :func:`plot_curves` records its figures into the yielded list."""
+    figures: list[dict[str, Any]] = []
+    token = _figures.set(figures)
+    try:
+        yield figures
+    finally:
+        _figures.reset(token)
+
+
+def plot_curves(title: str, x: Any, curves: Mapping[str, Any], *, xlog: bool = False,
+                ylog: bool = False, xlabel: str = "", ylabel: str = "") -> None:
+    """Show the student's numbers against the reference as a picture in the feedback.
+
+    Inside the autograder the figure goes into the student's HTML report; in a notebook it
+    is drawn with Matplotlib.  Call it before the check it illustrates.
+    """
+    figures = _figures.get()
+    data = {"title": str(title), "x": np.asarray(x, dtype=float).ravel().tolist(),
+            "curves": {str(name): np.asarray(y, dtype=float).ravel().tolist() for name, y in curves.items()},
+            "xlog": bool(xlog), "ylog": bool(ylog), "xlabel": str(xlabel), "ylabel": str(ylabel)}
+    if figures is not None:
+        figures.append(data)
+        return
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency of the course
+        return
+    _, axes = plt.subplots(figsize=(5, 3.2))
+    for name, values in data["curves"].items():
+        axes.plot(data["x"], values, marker="o", markersize=3, label=name)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if xlog else "linear",
+             yscale="log" if ylog else "linear")
+    axes.legend()
+    plt.show()
 
 
 # pytest would otherwise try to collect test_rng when a test module imports it.

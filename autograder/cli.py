@@ -23,6 +23,7 @@ from autograder.batch import find_submissions, grade_batch
 from autograder.catalogue import CatalogueError
 from autograder.course import Course, CourseError
 from autograder.grading import grade_notebook
+from autograder.html import student_page
 from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
 from autograder.render import render_report, render_summary
@@ -64,6 +65,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(render_report(report))
     if args.json:
         report.write_json(Path(args.json))
+    if args.html:
+        Path(args.html).write_text(student_page(report), encoding="utf-8")
     if report.status != "graded":
         return EXIT_NOT_GRADED
     return EXIT_OK if report.all_passed else EXIT_TESTS_FAILED
@@ -83,7 +86,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
                           seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
     print(f"\n{ps}")
     print(render_summary(results))
-    print(f"Reports: {reports}")
+    print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
     return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
 
 
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true",
                        help="refuse to grade if any protection of the worker is missing")
     check.add_argument("--json", help="also write the report as JSON to this file")
+    check.add_argument("--html", help="also write the feedback as a web page to this file")
     check.set_defaults(run=cmd_check)
 
     grade = commands.add_parser("grade", help="grade every submission of a problem set")

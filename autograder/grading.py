@@ -135,9 +135,13 @@ class _TestRunner:
             namespace = self._namespace_for(step.source)
             code = compile(step.source, f"<test {step.grade_id}>", "exec")
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                    warnings.catch_warnings(), np.errstate(all="ignore"), checks.seeded(self._seed):
+                    warnings.catch_warnings(), np.errstate(all="ignore"), checks.seeded(self._seed), \
+                    checks.collecting_figures() as figures:
                 warnings.simplefilter("ignore")
-                exec(code, namespace)  # noqa: S102 - instructor test code, in the trusted process
+                try:
+                    exec(code, namespace)  # noqa: S102 - instructor test code, in the trusted process
+                finally:
+                    result.figures = figures
             self._keep_test_names(namespace)
             result.points = step.points
         except BaseException as error:  # noqa: BLE001 - every failure becomes a result

@@ -24,6 +24,7 @@ class TestResult:
     diagnosis: str | None = None  # the named mistake, when one explains the failure
     output: str = ""
     seconds: float = 0.0
+    figures: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

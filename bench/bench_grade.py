@@ -1,0 +1,113 @@
+"""Grade the same class with `nbgrader autograde` and `autograder grade`, side by side.
+
+    python bench/bench_grade.py                 # 100 submissions of ps05_derivatives
+    python bench/bench_grade.py --n 40 --ps ps05_derivatives --jobs 2
+
+Builds N honest submissions (the solution, the untouched release and every catalogued mistake,
+in rotation) in a scratch nbgrader course, times both graders on them, checks that they give
+every student the same score, and times `autograder check NOTEBOOK` from a cold start.
+Run it from the activated environment (`python3 run.py shell`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
+from autograder.notebook import read_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if result.returncode not in (0, 1):
+        sys.exit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def build_class(course: Path, ps: str, n: int) -> list[str]:
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "source" / ps, course / "source" / ps)
+    run([str(BIN / "nbgrader"), "generate_assignment", ps, "--force"], course)
+    source = read_notebook(course / "source" / ps / f"{ps}.ipynb")
+    release = read_notebook(course / "release" / ps / f"{ps}.ipynb")
+    variants = [with_answers(release, solution_answers(source)), release]
+    variants += [mistake_notebook(release, source, m) for m in load_catalogue(course / "source" / ps / "mistakes.toml")]
+    students = [f"student{i:04d}" for i in range(n)]
+    for index, student in enumerate(students):
+        target = course / "submitted" / student / ps / f"{ps}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(variants[index % len(variants)], target)
+    roster = course / "students.csv"
+    roster.write_text("id\n" + "\n".join(students) + "\n")
+    run([str(BIN / "nbgrader"), "db", "student", "import", str(roster)], course)
+    return students
+
+
+def nbgrader_scores(course: Path, ps: str, students: list[str]) -> dict[str, float]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        return {student: gradebook.find_submission(ps, student).score for student in students}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100, help="submissions (default 100)")
+    parser.add_argument("--ps", default="ps05_derivatives")
+    parser.add_argument("--jobs", type=int, default=None, help="autograder --jobs (default: every core)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
+        course = Path(scratch)
+        students = build_class(course, args.ps, args.n)
+        print(f"{args.n} submissions of {args.ps}, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+
+        nbgrader_seconds = run([str(BIN / "nbgrader"), "autograde", args.ps, "--force"], course)
+        theirs = nbgrader_scores(course, args.ps, students)
+
+        command = [str(BIN / "autograder"), "--course", str(course), "grade", args.ps,
+                   "--reports", str(course / "reports")]
+        if args.jobs:
+            command += ["--jobs", str(args.jobs)]
+        ours_seconds = run(command, course)
+        ours = {student: json.loads((course / "reports" / f"{student}.json").read_text())["score"]
+                for student in students}
+
+        disagreements = {s: (theirs[s], ours[s]) for s in students if abs(theirs[s] - ours[s]) > 1e-9}
+        notebook = course / "submitted" / students[0] / args.ps / f"{args.ps}.ipynb"
+        check = [run([str(BIN / "autograder"), "--course", str(course), "check", str(notebook)], course)
+                 for _ in range(5)]
+
+    print()
+    print(f"{'grader':<28}{'total s':>10}{'s/notebook':>12}{'notebooks/s':>13}")
+    for name, seconds in (("nbgrader autograde", nbgrader_seconds), ("autograder grade", ours_seconds)):
+        print(f"{name:<28}{seconds:>10.2f}{seconds / args.n:>12.4f}{args.n / seconds:>13.1f}")
+    print(f"\nthroughput ratio (autograder / nbgrader): {nbgrader_seconds / ours_seconds:.1f}x")
+    print(f"identical scores on honest submissions: {'yes' if not disagreements else 'NO'} "
+          f"({args.n - len(disagreements)}/{args.n} agree)")
+    for student, (a, b) in list(disagreements.items())[:10]:
+        print(f"  {student}: nbgrader {a}, autograder {b}")
+    print(f"autograder check, cold CLI, end to end: median {statistics.median(check):.2f} s "
+          f"(min {min(check):.2f}, max {max(check):.2f}, 5 runs)")
+    if disagreements:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
