@@ -26,7 +26,7 @@ from autograder.grading import grade_notebook
 from autograder.html import student_page
 from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
-from autograder.render import render_report, render_summary
+from autograder.render import print_report, print_summary
 
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
 
@@ -62,7 +62,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     source = SourceNotebook.load(course.source_notebook(ps))
     seed = args.seed if args.seed is not None else secrets.randbits(31)
     report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args))
-    print(render_report(report))
+    print_report(report)
     if args.json:
         report.write_json(Path(args.json))
     if args.html:
@@ -85,7 +85,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     results = grade_batch(course.source_notebook(ps), submissions, reports, limits=_limits(course, args),
                           seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
     print(f"\n{ps}")
-    print(render_summary(results))
+    print_summary(results)
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
     return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
 

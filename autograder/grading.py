@@ -29,7 +29,7 @@ from autograder.launcher import Launcher
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep,
                                  read_notebook, restore_instructor_cells)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
-from autograder.session import ConfinementMissing, Limits, StudentError, StudentFunction, WorkerSession, WorkerTimedOut
+from autograder.session import seconds, ConfinementMissing, Limits, StudentError, StudentFunction, WorkerSession, WorkerTimedOut
 
 MAX_OUTPUT_CHARS = 5_000
 
@@ -177,7 +177,7 @@ class _TestRunner:
     def _classify(self, error: BaseException, step: TestStep) -> tuple[str, str]:
         failure = self._session.failure
         if isinstance(failure, WorkerTimedOut):
-            return TIMEOUT, (f"Your code did not finish within {self._session.limits.cell_timeout:g} seconds "
+            return TIMEOUT, (f"Your code did not finish within {seconds(self._session.limits.cell_timeout)} "
                              "in this test. Look for a loop that never ends.")
         if failure is not None:
             return ERROR, f"{failure} This happened while this test called your code."

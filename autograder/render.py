@@ -1,62 +1,93 @@
-"""Plain-text views of reports, for the terminal.  They only read the report model."""
+"""Terminal views of reports (rich).  They only read the report model.
+
+Messages are printed below the tables without wrapping, so that a script can search them.
+"""
 
 from __future__ import annotations
 
-import textwrap
+import shutil
+import sys
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from autograder.report import PASSED, TIMEOUT, GradeReport
 
-_MARK = {PASSED: "ok", TIMEOUT: "TIME"}
+_STYLE = {PASSED: ("✓ passed", "green"), TIMEOUT: ("⏱ timeout", "yellow"), "error": ("! error", "yellow")}
+
+
+def console(file=None) -> Console:
+    """A console that does not squeeze messages into 80 columns when piped."""
+    width = max(shutil.get_terminal_size((120, 24)).columns, 100)
+    return Console(file=file or sys.stdout, width=width, soft_wrap=True, highlight=False)
 
 
 def _points(value: float) -> str:
     return f"{value:g}"
 
 
-def render_report(report: GradeReport) -> str:
-    """One student's feedback: a line per exercise, then the message of each failure."""
+def print_report(report: GradeReport, out: Console | None = None) -> None:
+    """One student's feedback: a row per exercise, then what went wrong and why."""
+    out = out or console()
     who = f"{report.student}: " if report.student else ""
-    lines = [f"{who}{report.assignment}  ({report.notebook})"]
+    out.print(Text(f"{who}{report.assignment}  ({report.notebook})", style="bold"))
     if report.status != "graded":
-        lines.append(f"  Could not grade this notebook: {report.error}")
-        return "\n".join(lines)
-    width = max((len(test.id) for test in report.tests), default=10)
+        out.print(Text(f"  Could not grade this notebook: {report.error}", style="red"))
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("status")
+    table.add_column("exercise")
+    table.add_column("points", justify="right")
     for test in report.tests:
-        mark = _MARK.get(test.status, test.status.upper())
-        lines.append(f"  {mark:<6} {test.id:<{width}}  {_points(test.points):>4} / {_points(test.max_points)}")
+        label, style = _STYLE.get(test.status, ("✗ failed", "red"))
+        table.add_row(Text(label, style=style), test.id, f"{_points(test.points)} / {_points(test.max_points)}")
+    out.print(table)
+    for test in report.tests:
+        if test.status == PASSED and not test.output.strip():
+            continue
+        out.print()
+        out.print(Text(test.id, style="bold"))
         if test.status != PASSED and test.message:
-            lines.extend(textwrap.indent(test.message, " " * 9).splitlines())
+            out.print(Text("  " + test.message.replace("\n", "\n  ")))
+        if test.diagnosis:
+            out.print(Text(f"  Likely mistake: {test.diagnosis}", style="yellow"))
         if test.output.strip():
-            lines.append(" " * 9 + "Your code printed:")
-            lines.extend(textwrap.indent(test.output.rstrip()[-2000:], " " * 11).splitlines())
+            out.print(Text("  Your code printed:", style="dim"))
+            out.print(Text("    " + test.output.rstrip()[-2000:].replace("\n", "\n    "), style="dim"))
     for problem in report.cell_problems:
-        lines.append(f"  note   cell {problem.cell}:")
-        lines.extend(textwrap.indent(problem.message, " " * 9).splitlines())
-    lines.append(f"  Score: {_points(report.score)} / {_points(report.max_score)}"
-                 f"   (seed {report.seed}; reproduce with --seed {report.seed})")
-    return "\n".join(lines)
+        out.print()
+        out.print(Text(f"Note on cell {problem.cell}:", style="bold"))
+        out.print(Text("  " + problem.message.replace("\n", "\n  ")))
+    out.print()
+    style = "bold green" if report.all_passed else "bold"
+    out.print(Text(f"Score: {_points(report.score)} / {_points(report.max_score)}", style=style),
+              Text(f"  (seed {report.seed}; reproduce with --seed {report.seed})", style="dim"))
 
 
-def render_summary(reports: list[GradeReport]) -> str:
+def print_summary(reports: list[GradeReport], out: Console | None = None) -> None:
     """The class at a glance: one row per student."""
+    out = out or console()
     if not reports:
-        return "No submissions were found."
-    width = max(7, *(len(report.student or "?") for report in reports))
-    header = f"{'student':<{width}}  {'score':>11}  {'passed':>7}  note"
-    lines = [header, "-" * len(header)]
+        out.print("No submissions were found.")
+        return
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("student")
+    table.add_column("score", justify="right")
+    table.add_column("passed", justify="right")
+    table.add_column("note")
     for report in reports:
         passed = sum(test.status == PASSED for test in report.tests)
-        note = ""
+        note = Text("")
         if report.status != "graded":
-            note = f"NOT GRADED: {report.error}"
+            note = Text(f"NOT GRADED: {report.error}", style="red")
         elif any(test.status == TIMEOUT for test in report.tests):
-            note = "a test timed out"
-        score = f"{_points(report.score)} / {_points(report.max_score)}"
-        lines.append(f"{report.student or '?':<{width}}  {score:>11}  {passed:>3}/{len(report.tests):<3}  {note}")
+            note = Text("a test timed out", style="yellow")
+        table.add_row(report.student or "?", f"{_points(report.score)} / {_points(report.max_score)}",
+                      f"{passed}/{len(report.tests)}", note)
+    out.print(table)
     graded = [report for report in reports if report.status == "graded"]
     if graded:
         mean = sum(report.score for report in graded) / len(graded)
-        lines.append("-" * len(header))
-        lines.append(f"{len(reports)} submissions, {len(reports) - len(graded)} not graded, "
-                     f"mean score {mean:.2f} / {_points(graded[0].max_score)}")
-    return "\n".join(lines)
+        out.print(f"{len(reports)} submissions, {len(reports) - len(graded)} not graded, "
+                  f"mean score {mean:.2f} / {_points(graded[0].max_score)}")

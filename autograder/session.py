@@ -28,6 +28,11 @@ class Limits:
     strict: bool = False  # refuse to grade when a protection is missing
 
 
+def seconds(value: float) -> str:
+    """``1 second``, ``2.5 seconds``."""
+    return f"{value:g} second" + ("" if value == 1 else "s")
+
+
 class WorkerFailure(Exception):
     """The worker died, hung or misbehaved; ``str(failure)`` explains it to the student."""
 
@@ -219,9 +224,9 @@ class WorkerSession:
     def _explain(self, failure: WorkerFailure, where: str) -> str:
         if isinstance(failure, WorkerTimedOut):
             if self.out_of_time:
-                return (f"Your notebook used up its total time limit of {self.limits.submission_timeout:g} "
-                        f"seconds in {where}.")
-            return (f"{where} did not finish within {self.limits.cell_timeout:g} seconds. "
+                return (f"Your notebook used up its total time limit of {seconds(self.limits.submission_timeout)} "
+                        f"in {where}.")
+            return (f"{where} did not finish within {seconds(self.limits.cell_timeout)}. "
                     "Look for a loop that never ends.")
         return f"{failure} (in {where})"
 
