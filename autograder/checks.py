@@ -27,8 +27,16 @@ __all__ = [
     "plot_curves",
     "check_close",
     "check_shape",
+    "check_dtype",
     "check_finite",
     "check_scalar",
+    "check_gradient",
+    "check_jacobian",
+    "check_eigenpair",
+    "check_orthonormal",
+    "check_probability_vector",
+    "check_symmetric_psd",
+    "check_decreasing_loss",
     "test_rng",
 ]
 
@@ -234,3 +242,135 @@ def _fail(message: str, diagnosis: Diagnosis | None, hint: str | None) -> NoRetu
     if hint:
         message = f"{message} {hint}"
     raise CheckFailure(message, diagnosis=diagnosis.name if diagnosis else None)
+
+
+def check_dtype(actual: Any, kind: str, *, what: str = "your result") -> None:
+    """``actual`` is an array of a dtype kind: ``"f"`` float, ``"i"`` integer, ``"b"`` bool."""
+    names = {"f": "floating-point numbers", "i": "integers", "b": "booleans", "c": "complex numbers"}
+    array = _as_numeric_array(actual, what)
+    if array.dtype.kind != kind and not (kind == "i" and array.dtype.kind == "u"):
+        raise CheckFailure(
+            f"{what} holds {array.dtype} values; expected {names.get(kind, kind)}. "
+            + ("Integer division or an integer array can cause this; use floats." if kind == "f" else "")
+        )
+
+
+def _numerical_gradient(f: Any, x: np.ndarray, h: float) -> np.ndarray:
+    gradient = np.zeros_like(x, dtype=float)
+    for index in np.ndindex(x.shape):
+        step = np.zeros_like(x, dtype=float)
+        step[index] = h
+        gradient[index] = (float(f(x + step)) - float(f(x - step))) / (2 * h)
+    return gradient
+
+
+def check_gradient(gradient: Any, f: Any, x: Any, *, what: str = "your gradient", h: float = 1e-6,
+                   rtol: float = 1e-4, atol: float = 1e-6, mistakes: Mapping[str, Any] | None = None) -> None:
+    """``gradient`` is the gradient of the scalar function ``f`` at ``x``, compared with central
+    differences (so ``f`` must be smooth near ``x``)."""
+    point = np.asarray(x, dtype=float)
+    reference = _numerical_gradient(f, point, h)
+    check_close(gradient, reference, what=what, rtol=rtol, atol=atol, mistakes=mistakes)
+
+
+def check_jacobian(jacobian: Any, f: Any, x: Any, *, what: str = "your Jacobian", h: float = 1e-6,
+                   rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    """``jacobian[i, j]`` is the derivative of output i of ``f`` with respect to input j at ``x``."""
+    point = np.asarray(x, dtype=float).ravel()
+    outputs = np.asarray(f(point), dtype=float).ravel()
+    reference = np.zeros((outputs.size, point.size))
+    for j in range(point.size):
+        step = np.zeros_like(point)
+        step[j] = h
+        reference[:, j] = (np.asarray(f(point + step), float).ravel() - np.asarray(f(point - step), float).ravel()) / (2 * h)
+    check_close(jacobian, reference, what=what, rtol=rtol, atol=atol)
+
+
+def check_eigenpair(matrix: Any, value: Any, vector: Any, *, what: str = "your eigenpair",
+                    rtol: float = 1e-6, atol: float = 1e-8, unit: bool = True) -> None:
+    """``matrix @ vector == value * vector``; the vector's sign (and, with ``unit=False``, its
+    length) is free, as for any eigenvector."""
+    A = np.asarray(matrix, dtype=float)
+    lam = check_scalar(value, what=f"the eigenvalue of {what}")
+    v = _as_numeric_array(vector, f"the eigenvector of {what}").astype(float).ravel()
+    if v.shape != (A.shape[0],):
+        raise CheckFailure(f"the eigenvector of {what} has shape {v.shape}; expected ({A.shape[0]},).")
+    length = float(np.linalg.norm(v))
+    if length < 1e-12:
+        raise CheckFailure(f"the eigenvector of {what} is the zero vector; eigenvectors are non-zero by definition.")
+    if unit and not np.isclose(length, 1.0, rtol=1e-6):
+        raise CheckFailure(f"the eigenvector of {what} has length {length:.6g}; expected a unit vector.",
+                           diagnosis="an unnormalised vector")
+    residual = float(np.linalg.norm(A @ v - lam * v))
+    scale = max(float(np.linalg.norm(A)) * length, 1.0)
+    if residual > atol + rtol * scale:
+        raise CheckFailure(
+            f"{what} is not an eigenpair: |A v - lambda v| = {residual:.3g} (lambda = {lam:.6g}). "
+            "Check that the vector has converged and that the eigenvalue belongs to it."
+        )
+
+
+def check_orthonormal(matrix: Any, *, what: str = "your matrix", atol: float = 1e-8) -> None:
+    """The columns of ``matrix`` are orthonormal: ``Q.T @ Q`` is the identity."""
+    Q = _as_numeric_array(matrix, what).astype(float)
+    if Q.ndim != 2:
+        raise CheckFailure(f"{what} has shape {Q.shape}; expected a 2-D array.")
+    gram = Q.T @ Q
+    norms = np.sqrt(np.abs(np.diag(gram)))
+    if not np.allclose(norms, 1.0, atol=atol * 10):
+        raise CheckFailure(f"the columns of {what} have lengths {np.round(norms, 6)}; expected length 1 each.",
+                           diagnosis="an unnormalised vector")
+    off = gram - np.diag(np.diag(gram))
+    if np.max(np.abs(off), initial=0) > atol * 10:
+        i, j = np.unravel_index(np.argmax(np.abs(off)), off.shape)
+        raise CheckFailure(f"columns {i} and {j} of {what} are not orthogonal (their dot product is {off[i, j]:.3g}).")
+
+
+def check_probability_vector(actual: Any, *, what: str = "your distribution", atol: float = 1e-8,
+                             axis: int | None = None) -> None:
+    """Entries are probabilities (in [0, 1]) that sum to one (along ``axis``, when given)."""
+    p = _as_numeric_array(actual, what).astype(float)
+    check_finite(p, what=what)
+    if np.any(p < -atol):
+        raise CheckFailure(f"{what} has a negative entry ({p.min():.6g}); probabilities are never negative.")
+    totals = p.sum(axis=axis) if axis is not None else p.sum()
+    if not np.allclose(totals, 1.0, atol=max(atol, 1e-9) * max(p.size, 1)):
+        shown = _describe(np.asarray(totals))
+        raise CheckFailure(f"{what} sums to {shown}; probabilities must sum to one. Divide by the total.",
+                           diagnosis="an unnormalised distribution")
+
+
+def check_symmetric_psd(actual: Any, *, what: str = "your matrix", atol: float = 1e-8) -> None:
+    """``actual`` is square, symmetric and positive semi-definite (like a covariance matrix)."""
+    M = _as_numeric_array(actual, what).astype(float)
+    if M.ndim != 2 or M.shape[0] != M.shape[1]:
+        raise CheckFailure(f"{what} has shape {M.shape}; expected a square matrix.")
+    if not np.allclose(M, M.T, atol=atol * 10, rtol=1e-8):
+        raise CheckFailure(f"{what} is not symmetric. A covariance matrix equals its transpose; "
+                           "check the order of the product (X.T @ X, not X @ X.T with the wrong shapes).")
+    smallest = float(np.linalg.eigvalsh(M).min())
+    if smallest < -atol * max(1.0, float(np.abs(M).max())) * 10:
+        raise CheckFailure(f"{what} has a negative eigenvalue ({smallest:.3g}), so it is not positive "
+                           "semi-definite. Check the centring and the signs.")
+
+
+def check_decreasing_loss(losses: Any, *, what: str = "your loss curve", window: int = 1,
+                          min_decrease: float = 0.0) -> None:
+    """The loss decreases overall, and on average over each ``window`` steps (for noisy SGD
+    curves use ``window`` > 1)."""
+    curve = _as_numeric_array(losses, what).astype(float).ravel()
+    if curve.size < 2:
+        raise CheckFailure(f"{what} has {curve.size} value(s); expected one loss per step.")
+    check_finite(curve, what=what)
+    if window > 1 and curve.size >= 2 * window:
+        means = np.convolve(curve, np.ones(window) / window, mode="valid")[::window]
+    else:
+        means = curve
+    if not means[-1] < means[0] - min_decrease:
+        raise CheckFailure(f"{what} does not decrease: it starts at {curve[0]:.6g} and ends at {curve[-1]:.6g}. "
+                           "Check the sign of the update (step against the gradient) and the learning rate.")
+    rises = np.flatnonzero(np.diff(means) > 1e-12 * np.abs(means[:-1]).max())
+    if window == 1 and rises.size:
+        step = int(rises[0])
+        raise CheckFailure(f"{what} goes up at step {step + 1} ({means[step]:.6g} -> {means[step + 1]:.6g}). "
+                           "With a small enough learning rate, gradient descent never increases the loss.")

@@ -1,0 +1,194 @@
+"""The checks test cells are written with, and the diagnoses they make."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from autograder import checks
+from autograder.checks import (CheckFailure, check_close, check_decreasing_loss, check_dtype,
+                               check_eigenpair, check_finite, check_gradient, check_jacobian,
+                               check_orthonormal, check_probability_vector, check_scalar, check_shape,
+                               check_symmetric_psd)
+from autograder.diagnoses import diagnose
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(4, 3))
+V = RNG.normal(size=5)
+P = np.array([0.1, 0.2, 0.3, 0.4])
+U = V / np.linalg.norm(V)
+SQUARE = RNG.normal(size=(3, 3))
+
+
+def failure(function, *args, **kwargs) -> CheckFailure:
+    with pytest.raises(CheckFailure) as caught:
+        function(*args, **kwargs)
+    return caught.value
+
+
+# --------------------------------------------------------------------------------- diagnoses
+
+# (name the diagnosis must contain, actual, expected, extra keyword arguments)
+MISTAKES = [
+    ("sign error", -V, V, {}),
+    ("twice too large", 2 * V, V, {}),
+    ("half as large", V / 2, V, {}),
+    ("degrees where radians", V * math.pi / 180, V, {}),
+    ("radians converted as if they were degrees", V * 180 / math.pi, V, {}),
+    ("dividing by n - 1 where n is asked", V * 10 / 9, V, {"sample_size": 10}),
+    ("dividing by n where n - 1 is asked", V * 9 / 10, V, {"sample_size": 10}),
+    ("transposed", X.T, X, {}),
+    ("transposed", SQUARE.T, SQUARE, {}),
+    ("accidental broadcast", V[:, None] - V[None, :] + V, V, {}),
+    ("unnormalised distribution", 3 * P, P, {}),
+    ("unnormalised vector", 3 * U, U, {}),
+    ("log of zero", np.array([0.5, -np.inf]), np.array([0.5, -3.0]), {}),
+    ("overflow", np.array([np.nan, 1.0]), np.array([2.0, 1.0]), {}),
+    ("the forward difference", 1.1, 1.0, {"known": {"the forward difference: use f(x+h) and f(x-h)": 1.1}}),
+]
+
+
+@pytest.mark.parametrize("name, actual, expected, extra", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_each_diagnosis_fires_on_the_mistake_it_names(name, actual, expected, extra):
+    found = diagnose(actual, expected, **extra)
+    assert found is not None and name in str(found), found
+
+
+@pytest.mark.parametrize("name, actual, expected, extra", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_no_diagnosis_on_a_correct_answer(name, actual, expected, extra):
+    assert diagnose(expected, expected, **extra) is None
+
+
+UNRELATED = [
+    (V + 0.3, V),                       # shifted
+    (V * RNG.uniform(0.5, 1.5, 5), V),  # scaled unevenly
+    (np.sort(V), V),                     # permuted
+    (np.zeros(5), V),                    # nothing computed
+    (X[:, :2], X),                       # wrong shape, not a transpose
+    (np.array([0.25, 0.25, 0.25, 0.25]), P),  # a different distribution
+    (1.7, 1.0),                          # a number that is just wrong
+]
+
+
+@pytest.mark.parametrize("actual, expected", UNRELATED)
+def test_no_diagnosis_on_unrelated_wrong_answers(actual, expected):
+    assert diagnose(actual, expected, sample_size=10,
+                    known={"the forward difference: ...": 1.1}) is None
+
+
+def test_check_close_puts_the_diagnosis_in_the_message_and_the_failure():
+    error = failure(check_close, -V, V, what="grad(x)")
+    assert "grad(x) is wrong" in str(error) and "sign error" in str(error)
+    assert error.diagnosis == "a sign error"
+    plain = failure(check_close, V + 1, V, what="grad(x)")
+    assert plain.diagnosis is None and "This looks like" not in str(plain)
+
+
+# ------------------------------------------------------------------------------------ checks
+
+def test_check_close_and_friends_accept_correct_values():
+    check_close(V + 1e-12, V)
+    check_close(np.float32(1.0), 1.0)
+    assert check_scalar(np.float64(2.5)) == 2.5
+    check_shape(X, (4, 3))
+    check_dtype(X, "f")
+    check_finite(X)
+
+
+@pytest.mark.parametrize("call, phrase", [
+    (lambda: check_close(None, 1.0, what="f(x)"), "forget a `return`"),
+    (lambda: check_close("1.0", 1.0, what="f(x)"), "expected a number"),
+    (lambda: check_close(V[:4], V, what="f(x)"), "shape (4,); expected shape (5,)"),
+    (lambda: check_scalar(V, what="f(x)"), "expected a single number"),
+    (lambda: check_shape(X, (3, 4), what="f(x)"), "expected shape (3, 4)"),
+    (lambda: check_dtype(np.arange(3), "f"), "floating-point"),
+    (lambda: check_finite(np.array([1.0, np.inf])), "infinity"),
+])
+def test_checks_fail_with_a_sentence_for_the_student(call, phrase):
+    with pytest.raises(CheckFailure) as caught:
+        call()
+    assert phrase in str(caught.value)
+
+
+def quadratic(x):
+    return float(x @ SQUARE @ SQUARE.T @ x)
+
+
+def test_check_gradient_against_finite_differences():
+    x = RNG.normal(size=3)
+    exact = 2 * SQUARE @ SQUARE.T @ x
+    check_gradient(exact, quadratic, x)
+    assert "half as large" in str(failure(check_gradient, exact / 2, quadratic, x))
+    assert failure(check_gradient, exact + 1, quadratic, x).diagnosis is None
+
+
+def test_check_jacobian():
+    def f(x):
+        return np.array([x[0] * x[1], np.sin(x[0])])
+
+    x = np.array([0.3, -1.2])
+    exact = np.array([[x[1], x[0]], [np.cos(x[0]), 0.0]])
+    check_jacobian(exact, f, x)
+    assert "transposed" in str(failure(check_jacobian, exact.T, f, x))
+
+
+def test_check_eigenpair_is_invariant_to_sign_and_optionally_scale():
+    A = SQUARE + SQUARE.T
+    values, vectors = np.linalg.eigh(A)
+    check_eigenpair(A, values[-1], vectors[:, -1])
+    check_eigenpair(A, values[-1], -vectors[:, -1])
+    check_eigenpair(A, values[-1], 5 * vectors[:, -1], unit=False)
+    assert failure(check_eigenpair, A, values[-1], 5 * vectors[:, -1]).diagnosis == "an unnormalised vector"
+    assert "not an eigenpair" in str(failure(check_eigenpair, A, values[0], vectors[:, -1]))
+    assert "zero vector" in str(failure(check_eigenpair, A, 0.0, np.zeros(3)))
+
+
+def test_check_orthonormal():
+    Q, _ = np.linalg.qr(X)
+    check_orthonormal(Q)
+    assert failure(check_orthonormal, 2 * Q).diagnosis == "an unnormalised vector"
+    skewed = Q.copy()
+    skewed[:, 1] = (Q[:, 0] + Q[:, 1]) / np.sqrt(2)
+    assert "not orthogonal" in str(failure(check_orthonormal, skewed))
+
+
+def test_check_probability_vector():
+    check_probability_vector(P)
+    check_probability_vector(np.tile(P, (3, 1)), axis=1)
+    assert failure(check_probability_vector, 2 * P).diagnosis == "an unnormalised distribution"
+    assert "negative" in str(failure(check_probability_vector, np.array([1.2, -0.2])))
+    assert "NaN" in str(failure(check_probability_vector, np.array([np.nan, 1.0])))
+
+
+def test_check_symmetric_psd():
+    check_symmetric_psd(np.cov(X.T))
+    assert "not symmetric" in str(failure(check_symmetric_psd, SQUARE))
+    assert "negative eigenvalue" in str(failure(check_symmetric_psd, -np.eye(3)))
+    assert "square" in str(failure(check_symmetric_psd, X))
+
+
+def test_check_decreasing_loss():
+    check_decreasing_loss([5.0, 3.0, 2.0, 1.5])
+    noisy = np.exp(-np.arange(200) / 50) + RNG.normal(scale=0.01, size=200)
+    check_decreasing_loss(noisy, window=20)
+    assert "does not decrease" in str(failure(check_decreasing_loss, [1.0, 2.0, 4.0]))
+    assert "goes up at step 2" in str(failure(check_decreasing_loss, [5.0, 3.0, 3.5, 1.0]))
+
+
+def test_test_rng_is_reproducible_per_seed_and_salt():
+    with checks.seeded(7):
+        a = checks.test_rng("x").normal(size=3)
+        b = checks.test_rng("x").normal(size=3)
+        c = checks.test_rng("y").normal(size=3)
+    with checks.seeded(8):
+        d = checks.test_rng("x").normal(size=3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+def test_plot_curves_records_inside_the_grader():
+    with checks.collecting_figures() as figures:
+        checks.plot_curves("error", [1, 2], {"yours": [3, 4], "reference": [3, 5]}, ylog=True)
+    assert figures == [{"title": "error", "x": [1.0, 2.0], "curves": {"yours": [3.0, 4.0], "reference": [3.0, 5.0]},
+                        "xlog": False, "ylog": True, "xlabel": "", "ylabel": ""}]
