@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -41,6 +42,21 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_browser() -> None:
+    """The page tests drive headless Chromium; install Debian's where we can."""
+    if any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print("Note: Chromium is not installed, so the page tests will fail. Install it "
+              "(for example `sudo apt-get install chromium`) and run the tests again.", flush=True)
+        return
+    print("Installing Chromium for the page tests (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command not in ("demo", "test", "shell"):
@@ -50,8 +66,12 @@ def main(argv: list[str]) -> int:
     if command == "shell":
         print(f"source {BIN / 'activate'}")
         return 0
+    # As in an activated environment: nbgrader runs tools of its own (alembic) by name.
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["VIRTUAL_ENV"] = str(VENV)
     if command == "demo":
         return subprocess.call([str(BIN / "autograder"), "demo", *rest], cwd=ROOT)
+    ensure_browser()
     return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT)
 
 

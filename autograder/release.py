@@ -33,13 +33,17 @@ def generate_release(course: Course, ps: str, destination: Path) -> Path:
         shutil.copytree(course.source_notebook(ps).parent, root / "source" / ps)
         config = course.config()
         config.CourseDirectory.root = str(root)
+        # What `nbgrader generate_assignment --no-db` sets.
         config.GenerateAssignment.no_database = True
+        config.SaveCells.enabled = False
         # nbgrader logs through the root logger as well; keep a library call quiet.
         logging.getLogger("traitlets").setLevel(logging.WARNING)
         api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
         result = api.generate_assignment(ps, force=True, create=False)
         if not result.get("success"):
-            detail = result.get("error") or result.get("log") or "no details"
+            log = [line for line in (result.get("log") or "").splitlines()
+                   if line.startswith(("[ERROR]", "[CRITICAL]")) or "Error" in line]
+            detail = "\n".join(log) or result.get("error") or "no details"
             raise ReleaseError(f"nbgrader could not release {ps}:\n{detail}")
         target = destination / ps
         if target.exists():

@@ -135,7 +135,9 @@ class _Encoder:
 
     def _array(self, array: np.ndarray, tag: bytes) -> None:
         # A subclass of ndarray travels as its plain data; its methods stay behind.
-        array = np.ascontiguousarray(array.view(np.ndarray))
+        array = array.view(np.ndarray)
+        if not array.flags.c_contiguous:
+            array = array.copy(order="C")  # (np.ascontiguousarray would turn 0-d into 1-d)
         if array.dtype.kind not in _ALLOWED_KINDS or array.dtype.fields is not None:
             raise WireError(
                 f"a NumPy array of dtype {array.dtype} cannot be sent; use numbers"

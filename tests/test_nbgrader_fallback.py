@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,9 @@ NBGRADER = Path(sys.executable).parent / "nbgrader"
 
 
 def nbgrader(*args: str, cwd: Path) -> None:
-    result = subprocess.run([str(NBGRADER), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+    # nbgrader runs `alembic` by name: put this environment's tools first, as activation would.
+    env = {**os.environ, "PATH": f"{NBGRADER.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([str(NBGRADER), *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -27,6 +27,12 @@ def test_arrays_round_trip_with_dtype_and_shape(dtype):
     assert decoded.flags.writeable
 
 
+def test_zero_dimensional_arrays_keep_their_shape():
+    decoded = wire.decode(wire.encode(np.array(2.5)))
+    assert isinstance(decoded, np.ndarray) and decoded.shape == () and decoded == 2.5
+    assert np.shape(wire.decode(wire.encode(np.float64(1.0)))) == ()
+
+
 def test_numpy_scalars_stay_numpy_scalars():
     for scalar in (np.float64(1.5), np.int32(-3), np.complex64(1j)):
         decoded = wire.decode(wire.encode(scalar))
