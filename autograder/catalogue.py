@@ -12,9 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
-from autograder.notebook import grade_id, nbgrader_metadata, strip_solution_markers
+from autograder.notebook import Node, grade_id, nbgrader_metadata, strip_solution_markers
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,7 +57,7 @@ def load_catalogue(path: Path) -> list[Mistake]:
     return mistakes
 
 
-def solution_answers(source: nbformat.NotebookNode) -> dict[str, str]:
+def solution_answers(source: Node) -> dict[str, str]:
     """The instructor's answer for every answer cell of a source notebook."""
     return {
         grade_id(cell): strip_solution_markers(cell.source)
@@ -68,7 +66,7 @@ def solution_answers(source: nbformat.NotebookNode) -> dict[str, str]:
     }
 
 
-def with_answers(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
+def with_answers(release: Node, answers: dict[str, str]) -> Node:
     """A copy of a student notebook with some answer cells' sources replaced."""
     notebook = copy.deepcopy(release)
     for cell in notebook.cells:
@@ -78,8 +76,8 @@ def with_answers(release: nbformat.NotebookNode, answers: dict[str, str]) -> nbf
     return notebook
 
 
-def mistake_notebook(release: nbformat.NotebookNode, source: nbformat.NotebookNode,
-                     mistake: Mistake) -> nbformat.NotebookNode:
+def mistake_notebook(release: Node, source: Node,
+                     mistake: Mistake) -> Node:
     """The solution, except for the one cell the mistake replaces."""
     answers = solution_answers(source)
     if mistake.cell not in answers:

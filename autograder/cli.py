@@ -24,6 +24,7 @@ from autograder.catalogue import CatalogueError
 from autograder.course import Course, CourseError
 from autograder.grading import grade_notebook
 from autograder.html import student_page
+from autograder.launcher import Launcher
 from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
 from autograder.render import print_report, print_summary
@@ -54,14 +55,16 @@ def _limits(course: Course, args: argparse.Namespace) -> Limits:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    course = _course(args)
-    notebook = Path(args.notebook)
-    if not notebook.is_file():
-        raise UsageError(f"There is no notebook {notebook}.")
-    ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
-    source = SourceNotebook.load(course.source_notebook(ps))
-    seed = args.seed if args.seed is not None else secrets.randbits(31)
-    report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args))
+    with Launcher() as launcher:
+        launcher.start()  # warms up while the notebooks are read
+        course = _course(args)
+        notebook = Path(args.notebook)
+        if not notebook.is_file():
+            raise UsageError(f"There is no notebook {notebook}.")
+        ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
+        source = SourceNotebook.load(course.source_notebook(ps))
+        seed = args.seed if args.seed is not None else secrets.randbits(31)
+        report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
     print_report(report)
     if args.json:
         report.write_json(Path(args.json))

@@ -78,12 +78,21 @@ class Course:
         return self.root / "source" / ps / "mistakes.toml"
 
     def problem_set_of(self, notebook: Path) -> str:
-        """Which problem set a notebook belongs to, from its file name."""
+        """Which problem set a notebook belongs to: from its file name, else from its answer cells."""
+        from autograder.notebook import NotebookError, SourceNotebook, grade_id, read_notebook
+
         known = self.problem_sets()
         stem = notebook.stem
         for ps in known:
             if stem == ps or stem.startswith(ps):
                 return ps
+        try:
+            ids = {grade_id(cell) for cell in read_notebook(notebook).cells} - {None}
+        except NotebookError:
+            ids = set()
+        matches = [ps for ps in known if ids & SourceNotebook.load(self.source_notebook(ps)).answer_ids]
+        if len(matches) == 1:
+            return matches[0]
         raise CourseError(
             f"Cannot tell which problem set {notebook.name} belongs to. "
             f"Pass it with --ps (one of: {', '.join(known)})."

@@ -10,8 +10,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import nbformat
-
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
 from autograder.notebook import read_notebook
@@ -26,6 +24,8 @@ def mistake_student(mistake_id: str) -> str:
 
 def build_demo_class(course: Course, destination: Path, problem_sets: list[str]) -> dict[str, list[str]]:
     """Write ``destination/submitted/<student>/<ps>/<ps>.ipynb``; return the students per set."""
+    import nbformat  # slow to import; only writing notebooks needs it
+
     submitted = destination / "submitted"
     if submitted.exists():
         shutil.rmtree(submitted)

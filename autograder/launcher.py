@@ -55,9 +55,15 @@ class Launcher:
         self.max_processes = max_processes
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
+        self._ready = False
         self._home = tempfile.TemporaryDirectory(prefix="autograder-template-")
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the template now, without waiting for it (it warms up while the caller works)."""
+        if self._process is None or self._process.poll() is not None:
+            self._spawn_template()
+
+    def _spawn_template(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         home = Path(self._home.name)
         with open(home / "template.log", "ab") as log:
@@ -68,8 +74,13 @@ class Launcher:
             )
         theirs.close()
         self._control = ours
-        if not self._receive(timeout=120).get("ready"):
-            raise LaunchError("the worker template did not start")
+        self._ready = False
+
+    def _wait_until_ready(self) -> None:
+        if not self._ready:
+            if not self._receive(timeout=120).get("ready"):
+                raise LaunchError("the worker template did not start")
+            self._ready = True
 
     def _receive(self, timeout: float) -> dict[str, Any]:
         assert self._control is not None
@@ -84,8 +95,8 @@ class Launcher:
         return reply if isinstance(reply, dict) else {}
 
     def _ask(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
-        if self._process is None or self._process.poll() is not None:
-            self._start()
+        self.start()
+        self._wait_until_ready()
         assert self._control is not None
         socket.send_fds(self._control, [wire.encode(request)], fds or [])
         return self._receive(timeout=60)

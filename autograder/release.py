@@ -12,8 +12,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-
-import nbformat
+from typing import Any
 
 from autograder.course import Course
 from autograder.notebook import read_notebook, strip_solution_markers
@@ -52,7 +51,7 @@ def generate_release(course: Course, ps: str, destination: Path) -> Path:
     return target / f"{ps}.ipynb"
 
 
-def solution_notebook(course: Course, ps: str) -> nbformat.NotebookNode:
+def solution_notebook(course: Course, ps: str) -> Any:
     """The worked solution, not yet executed: answers filled in, hidden tests removed."""
     from nbgrader.preprocessors import ClearHiddenTests, ClearOutput
 
@@ -80,6 +79,8 @@ def generate_solution(course: Course, ps: str, destination: Path, *, execute: bo
         for cell in notebook.cells:
             # Execution timestamps would make every regeneration a change.
             cell.metadata.pop("execution", None)
+    import nbformat  # slow to import; only releasing needs it
+
     target = destination / ps / f"{ps}.ipynb"
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, target)
