@@ -12,6 +12,7 @@ in a plain kernel it is seeded afresh on every run.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import secrets
@@ -37,11 +38,14 @@ __all__ = [
     "check_probability_vector",
     "check_symmetric_psd",
     "check_decreasing_loss",
+    "check_not_using",
     "test_rng",
 ]
 
 # The seed of the submission being graded; None outside the autograder.
 _grading_seed: ContextVar[int | None] = ContextVar("grading_seed", default=None)
+# The student's code cells, by label, while the autograder grades them; None outside it.
+_student_cells: ContextVar[dict[str, str] | None] = ContextVar("student_cells", default=None)
 # Figures the running test cell asked for; None outside the autograder.
 _figures: ContextVar[list[dict[str, Any]] | None] = ContextVar("figures", default=None)
 
@@ -63,6 +67,16 @@ def seeded(seed: int) -> Iterator[None]:
         yield
     finally:
         _grading_seed.reset(token)
+
+
+@contextlib.contextmanager
+def student_code(cells: dict[str, str]) -> Iterator[None]:
+    """Within this block, :func:`check_not_using` reads the student's code from ``cells``."""
+    token = _student_cells.set(cells)
+    try:
+        yield
+    finally:
+        _student_cells.reset(token)
 
 
 def test_rng(salt: str) -> np.random.Generator:
@@ -374,3 +388,69 @@ def check_decreasing_loss(losses: Any, *, what: str = "your loss curve", window:
         step = int(rises[0])
         raise CheckFailure(f"{what} goes up at step {step + 1} ({means[step]:.6g} -> {means[step + 1]:.6g}). "
                            "With a small enough learning rate, gradient descent never increases the loss.")
+
+
+def _source_of(function: Any) -> str:
+    """The code of a student's function and of the helpers it uses (their definitions only)."""
+    cells = _student_cells.get()
+    name = getattr(function, "__name__", "")
+    if cells is None:
+        import inspect
+
+        try:
+            return inspect.getsource(function)
+        except (OSError, TypeError):
+            return ""
+    definitions: dict[str, str] = {}
+    for source in cells.values():
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                definitions[node.name] = ast.get_source_segment(source, node) or ""
+    wanted, chosen = [name], {}
+    while wanted:
+        current = wanted.pop()
+        if current in chosen or current not in definitions:
+            continue
+        chosen[current] = definitions[current]
+        wanted += [node.id for node in ast.walk(ast.parse(definitions[current])) if isinstance(node, ast.Name)]
+    return "\n\n".join(chosen.values())
+
+
+def _dotted(node: ast.AST) -> str:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> None:
+    """The student's ``function`` (and the helpers it calls) does not use any of ``forbidden``,
+    given as dotted names such as ``"linalg.eig"`` or ``"linalg.eigh"``.
+
+    This reads the student's code, so it catches the plain uses a student makes when they reach
+    for the library function; it is a teaching aid, not a security boundary.
+    """
+    name = getattr(function, "__name__", "your function")
+    try:
+        tree = ast.parse(_source_of(function))
+    except SyntaxError:
+        return
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            used.add(_dotted(node))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            used |= {f"{node.module}.{alias.name}" for alias in node.names}
+    for banned in forbidden:
+        if any(path == banned or path.endswith("." + banned) for path in used):
+            raise CheckFailure(
+                f"{what or name} uses {banned}. This exercise asks you to implement it yourself; "
+                f"{banned} is fine for checking your answer in a separate cell, not inside {name}."
+            )

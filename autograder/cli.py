@@ -28,6 +28,7 @@ from autograder.launcher import Launcher
 from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
 from autograder.render import print_report, print_summary
+from autograder.report import GradeReport
 
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
 
@@ -125,6 +126,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     worst = EXIT_OK
     for ps in sets:
         worst = max(worst, _grade_class(course, ps, out / "submitted", out / "reports" / ps, args))
+        example = next(iter(sorted((out / "reports" / ps).glob("mistake-*.json"))), None)
+        if example is not None:
+            print(f"\nWhat a student sees, for example {example.stem}:\n")
+            print_report(GradeReport.read_json(example))
+            print(f"(the same as a web page: {example.with_suffix('.html')})")
     return worst
 
 

@@ -73,7 +73,9 @@ def grade_notebook(
             launcher = stack.enter_context(Launcher())
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autograder-")))
         session = WorkerSession(scratch / "work", launcher, limits)
-        tests = _TestRunner(session, seed)
+        student_cells = {step.label: step.source for step in steps
+                         if isinstance(step, CodeStep) and step.origin == "student"}
+        tests = _TestRunner(session, seed, student_cells)
         try:
             session.start()
         except ConfinementMissing as refusal:
@@ -116,9 +118,10 @@ def _describe_cell_error(error: dict[str, Any]) -> str:
 class _TestRunner:
     """Runs test cells in the trusted namespace and turns their outcome into a result."""
 
-    def __init__(self, session: WorkerSession, seed: int) -> None:
+    def __init__(self, session: WorkerSession, seed: int, student_cells: dict[str, str]) -> None:
         self._session = session
         self._seed = seed
+        self._student_cells = student_cells
         self._namespace = trusted_namespace()
         self._unsupported: dict[str, str] = {}
         self._student_names: dict[str, Any] = {}
@@ -136,7 +139,7 @@ class _TestRunner:
             code = compile(step.source, f"<test {step.grade_id}>", "exec")
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
                     warnings.catch_warnings(), np.errstate(all="ignore"), checks.seeded(self._seed), \
-                    checks.collecting_figures() as figures:
+                    checks.student_code(self._student_cells), checks.collecting_figures() as figures:
                 warnings.simplefilter("ignore")
                 try:
                     exec(code, namespace)  # noqa: S102 - instructor test code, in the trusted process

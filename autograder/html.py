@@ -94,7 +94,7 @@ def line_chart(figure: dict[str, Any], width: int = 520, height: int = 300) -> s
 
 def bar_chart(title: str, labels: list[str], values: list[float], *, maximum: float | None = None,
               width: int = 520, height: int = 240) -> str:
-    """An inline SVG bar chart."""
+    """An inline SVG column chart (for a few short labels, such as score ranges)."""
     if not values:
         return ""
     top_value = maximum if maximum else max(max(values), 1)
@@ -112,6 +112,28 @@ def bar_chart(title: str, labels: list[str], values: list[float], *, maximum: fl
                      f'font-size="10">{value:g}</text>')
         parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 12}" text-anchor="middle" '
                      f'font-size="9">{_e(label[:18])}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bar_rows(title: str, labels: list[str], values: list[float], *, maximum: float, unit: str = "",
+             width: int = 620) -> str:
+    """An inline SVG chart of horizontal bars, one row per (long) label."""
+    if not values:
+        return ""
+    row, label_width, top = 22, 230, 26
+    height = top + row * len(values) + 8
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}" '
+             f'xmlns="http://www.w3.org/2000/svg">',
+             f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13">{_e(title)}</text>']
+    span = width - label_width - 60
+    for index, (label, value) in enumerate(zip(labels, values)):
+        y = top + index * row
+        bar = span * (value / maximum if maximum else 0)
+        parts.append(f'<text x="{label_width - 6}" y="{y + 15}" text-anchor="end" font-size="11">{_e(label)}</text>')
+        parts.append(f'<rect x="{label_width}" y="{y + 4}" width="{bar:.1f}" height="{row - 8}" fill="#2f6fde">'
+                     f'<title>{_e(label)}: {value:g}{unit}</title></rect>')
+        parts.append(f'<text x="{label_width + bar + 4:.1f}" y="{y + 15}" font-size="11">{value:g}{unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -169,8 +191,8 @@ def class_page(reports: list[GradeReport]) -> str:
         exercise_ids = [test.id for test in graded[0].tests]
         rates = [100 * sum(1 for r in graded for t in r.tests if t.id == test_id and t.status == PASSED) / len(graded)
                  for test_id in exercise_ids]
-        body.append(bar_chart("Pass rate per exercise (%)", exercise_ids, [round(rate, 1) for rate in rates],
-                              maximum=100))
+        body.append(bar_rows("Pass rate per exercise", exercise_ids, [round(rate, 1) for rate in rates],
+                             maximum=100, unit="%"))
         diagnoses = Counter((t.id, t.diagnosis) for r in graded for t in r.tests if t.diagnosis)
         if diagnoses:
             rows = "".join(f"<tr><td>{_e(test_id)}</td><td>{_e(name)}</td><td>{count}</td></tr>"

@@ -110,3 +110,28 @@ def test_a_batch_with_broken_submissions_grades_the_rest(tiny, tmp_path):
     assert "no .ipynb file" in reports[2].error
     saved = GradeReport.read_json(tmp_path / "reports" / "bob.json")
     assert saved.status == "error" and saved.max_score == 3
+
+
+def test_check_not_using_reads_the_students_code_not_the_worker(tiny, tmp_path):
+    import nbformat
+    from autograder.notebook import SourceNotebook
+
+    def add_test(notebook):
+        notebook.cells.append(nbformat.v4.new_code_cell(
+            "check_not_using(double, 'linalg.eig', 'linalg.eigh')",
+            metadata={"nbgrader": {"grade": True, "grade_id": "test_no_eig", "locked": True, "points": 1,
+                                   "solution": False, "schema_version": 3, "task": False}}))
+
+    add_test(tiny.notebook)
+    nbformat.write(tiny.notebook, tiny.path)
+    source = SourceNotebook.load(tiny.path)
+    helper = "import numpy as np\ndef helper(x):\n    return np.linalg.eigh(np.eye(2))[0][0] * 2 * x\n"
+    uses = grade_notebook(source, tiny.submission("uses", {"double": helper + "def double(x):\n    return helper(x)"}),
+                          limits=tiny.limits)
+    clean = grade_notebook(source, tiny.submission("clean", {"double": "def double(x):\n    return 2 * x\n"
+                                                             "import numpy as np\ncheck = np.linalg.eig(np.eye(2))"}),
+                           limits=tiny.limits)
+    assert {t.id: t.status for t in uses.tests}["test_no_eig"] == FAILED
+    assert "uses linalg.eigh" in uses.tests[-1].message
+    # Using np.linalg in the same cell but outside the function (to check an answer) is fine.
+    assert {t.id: t.status for t in clean.tests}["test_no_eig"] == PASSED
