@@ -104,7 +104,9 @@ def _failed_report(source: SourceNotebook, submission: Submission, reason: str) 
 
 
 def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    """Two grading processes per core: each waits while its worker computes, and vice versa."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 * max(1, cores)
 
 
 def grade_batch(
@@ -128,7 +130,8 @@ def grade_batch(
         return []
     jobs = max(1, min(jobs or default_jobs(), len(submissions)))
     source = SourceNotebook.load(source_path)
-    context = multiprocessing.get_context("spawn")
+    # Forking this process is quick, and it holds no student data.
+    context = multiprocessing.get_context("fork")
     tasks, results = context.Queue(), context.Queue()
     for item in enumerate(submissions):
         tasks.put(item)

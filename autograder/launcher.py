@@ -128,11 +128,13 @@ class Launcher:
                 return code if type(code) is int else None
             time.sleep(0.02)
 
-    def kill(self, pid: int) -> None:
+    def kill(self, pid: int, wait: bool = True) -> None:
         """Kill worker ``pid``: its supervisor kills the worker, and with it its PID namespace."""
         try:
             os.kill(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
+            return
+        if not wait:
             return
         deadline = time.monotonic() + 2
         while self.exit_code(pid, wait=0) is None and time.monotonic() < deadline:

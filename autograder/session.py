@@ -125,8 +125,11 @@ class WorkerProcess:
         try:
             self.channel.request({"op": "shutdown"}, time.monotonic() + 2)
         except Exception:  # noqa: BLE001 - it is being stopped either way
-            pass
-        self.kill()
+            self.kill()
+            return
+        # It is leaving on its own; make sure (SIGTERM to its supervisor) without waiting.
+        self._launcher.kill(self.pid, wait=False)
+        self._socket.close()
 
 
 class StudentFunction:
