@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import secrets
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from autograder import __version__
 from autograder.batch import find_submissions, grade_batch
 from autograder.catalogue import CatalogueError
 from autograder.course import Course, CourseError
+from autograder.gradescope import gradescope_results
 from autograder.grading import grade_notebook
 from autograder.html import student_page
 from autograder.launcher import Launcher
@@ -71,6 +73,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         report.write_json(Path(args.json))
     if args.html:
         Path(args.html).write_text(student_page(report), encoding="utf-8")
+    if args.gradescope:
+        Path(args.gradescope).write_text(json.dumps(gradescope_results(report), indent=2), encoding="utf-8")
     if report.status != "graded":
         return EXIT_NOT_GRADED
     return EXIT_OK if report.all_passed else EXIT_TESTS_FAILED
@@ -153,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refuse to grade if any protection of the worker is missing")
     check.add_argument("--json", help="also write the report as JSON to this file")
     check.add_argument("--html", help="also write the feedback as a web page to this file")
+    check.add_argument("--gradescope", metavar="RESULTS_JSON",
+                       help="also write Gradescope's results.json (the autograder specification) to this file")
     check.set_defaults(run=cmd_check)
 
     grade = commands.add_parser("grade", help="grade every submission of a problem set")

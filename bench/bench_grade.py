@@ -59,6 +59,43 @@ def build_class(course: Path, ps: str, n: int) -> list[str]:
     return students
 
 
+def descendants(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += parents.get(pid, [])
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_memory(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Run ``command``; return (seconds, peak total RSS in MiB of it and all its descendants)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, sum(rss_kib(pid) for pid in descendants(process.pid)))
+        time.sleep(0.05)
+    return time.perf_counter() - started, peak / 1024
+
+
 def nbgrader_scores(course: Path, ps: str, students: list[str]) -> dict[str, float]:
     from nbgrader.api import Gradebook
 
@@ -70,7 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="submissions (default 100)")
     parser.add_argument("--ps", default="ps05_derivatives")
-    parser.add_argument("--jobs", type=int, default=None, help="autograder --jobs (default: every core)")
+    parser.add_argument("--jobs", type=int, default=None, help="autograder --jobs (default: two per core)")
+    parser.add_argument("--memory", action="store_true", help="also compare peak memory for N and 4N submissions")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
@@ -105,6 +143,15 @@ def main() -> None:
         print(f"  {student}: nbgrader {a}, autograder {b}")
     print(f"autograder check, cold CLI, end to end: median {statistics.median(check):.2f} s "
           f"(min {min(check):.2f}, max {max(check):.2f}, 5 runs)")
+    if args.memory:
+        print("\npeak memory of `autograder grade` and all its processes (memory should stay flat):")
+        for n in (args.n, 4 * args.n):
+            with tempfile.TemporaryDirectory(prefix="bench-mem-") as scratch:
+                course = Path(scratch)
+                build_class(course, args.ps, n)
+                seconds, mib = peak_memory([str(BIN / "autograder"), "--course", str(course), "grade", args.ps,
+                                            "--reports", str(course / "reports")], course)
+            print(f"  {n:>5} submissions: {seconds:6.1f} s, peak {mib:6.0f} MiB")
     if disagreements:
         sys.exit(1)
 

@@ -185,3 +185,25 @@ def test_the_report_lists_the_protections_in_force(tiny):
     assert "resource limits" in report.protections
     if os.geteuid() == 0:
         assert {"no network", "unprivileged user"} <= set(report.protections)
+
+
+def test_strict_mode_refuses_a_worker_that_lacks_a_protection():
+    from autograder.session import ConfinementMissing, require_protections
+
+    require_protections({}, strict=True)
+    require_protections({"no network": "unshare failed"}, strict=False)
+    with pytest.raises(ConfinementMissing, match="Refusing to grade in strict mode.*no network"):
+        require_protections({"no network": "unshare failed: Operation not permitted"}, strict=True)
+
+
+def test_strict_mode_grades_where_every_protection_is_in_force(tiny):
+    import dataclasses
+
+    from autograder.worker.confine import ALL_PROTECTIONS
+
+    report = grade_notebook(tiny.source, tiny.submission("solution"),
+                            limits=dataclasses.replace(tiny.limits, strict=True))
+    if set(report.protections) >= set(ALL_PROTECTIONS):
+        assert report.status == "graded" and report.score == 3
+    else:
+        assert report.status == "error" and "strict mode" in report.error

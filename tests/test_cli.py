@@ -78,6 +78,14 @@ def test_check_json_report_and_seed_reproduce_a_run(notebooks, tmp_path):
     assert a["score"] < a["max_score"]
 
 
+def test_check_writes_the_feedback_page_and_gradescope_results(notebooks, tmp_path):
+    page, results = tmp_path / "feedback.html", tmp_path / "results.json"
+    run("check", str(notebooks["mistake"]), "--html", str(page), "--gradescope", str(results))
+    assert 'class="exercise failed"' in page.read_text()
+    data = json.loads(results.read_text())
+    assert data["score"] < sum(test["max_score"] for test in data["tests"])
+
+
 def test_check_a_corrupt_notebook_exits_3_with_one_line(notebooks):
     result = run("check", str(notebooks["corrupt"]))
     assert result.returncode == 3
