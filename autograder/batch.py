@@ -6,6 +6,7 @@ with status ``error`` and the reason; the batch always goes on.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing
 import os
@@ -22,6 +23,9 @@ from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import ERROR, GradeReport, TestResult
 from autograder.session import Limits
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,17 @@ def find_submissions(submitted: Path, ps: str, students: Iterable[str] | None = 
     return found
 
 
+def already_graded(submission: Submission, reports: Path, source_path: Path) -> bool:
+    """Whether ``reports`` holds this student's report, newer than the notebook and the source."""
+    report = reports / f"{submission.student}.json"
+    notebook = submission.notebook()
+    if not report.is_file():
+        return False
+    newest_input = max(source_path.stat().st_mtime,
+                       notebook.stat().st_mtime if isinstance(notebook, Path) else submission.folder.stat().st_mtime)
+    return report.stat().st_mtime >= newest_input
+
+
 def submission_seed(ps: str, student: str) -> int:
     """The default seed of a student's hidden-test inputs: stable, so a regrade agrees."""
     digest = hashlib.sha256(f"{ps}/{student}".encode()).digest()
@@ -84,6 +99,8 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
                      tasks: "multiprocessing.Queue", results: "multiprocessing.Queue") -> None:
     """One of the batch's processes: grade submissions from ``tasks`` until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    # Die with the parent, even when it is killed with SIGKILL.
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     source = SourceNotebook.load(source_path)
     with Launcher() as launcher:
         while (task := tasks.get()) is not None:
@@ -128,6 +145,7 @@ def grade_batch(
     """
     if not submissions:
         return []
+    reports.mkdir(parents=True, exist_ok=True)
     jobs = max(1, min(jobs or default_jobs(), len(submissions)))
     source = SourceNotebook.load(source_path)
     # Forking this process is quick, and it holds no student data.
@@ -165,8 +183,14 @@ def grade_batch(
             done[index] = _failed_report(source, submission, "The grading process stopped before this notebook.")
             write_student_files(done[index], reports, submission.student)
     ordered = [done[index] for index in range(len(submissions))]
-    (reports / "index.html").write_text(class_page(ordered), encoding="utf-8")
+    write_class_page(ordered, reports)
     return ordered
+
+
+def write_class_page(reports_list: list[GradeReport], folder: Path) -> None:
+    """``index.html``: the class summary."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.html").write_text(class_page(reports_list), encoding="utf-8")
 
 
 def write_student_files(report: GradeReport, folder: Path, student: str) -> None:

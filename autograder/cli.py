@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from autograder import __version__
-from autograder.batch import find_submissions, grade_batch
+from autograder.batch import already_graded, find_submissions, grade_batch, write_class_page
 from autograder.catalogue import CatalogueError
 from autograder.course import Course, CourseError
 from autograder.gradescope import gradescope_results
@@ -85,13 +85,24 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     if not submissions:
         print(f"No submissions of {ps} in {submitted} (expected {submitted}/<student>/{ps}/{ps}.ipynb).")
         return EXIT_OK
+    source_path = course.source_notebook(ps)
+    done = [] if getattr(args, "regrade", True) else \
+        [submission for submission in submissions if already_graded(submission, reports, source_path)]
+    if done:
+        print(f"{len(done)} of {len(submissions)} submissions already have a report newer than the notebook; "
+              "grading the rest (--regrade grades all again).", file=sys.stderr)
 
     def progress(number: int, total: int, report) -> None:
         state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
         print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
 
-    results = grade_batch(course.source_notebook(ps), submissions, reports, limits=_limits(course, args),
-                          seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
+    todo = [submission for submission in submissions if submission not in done]
+    graded = grade_batch(source_path, todo, reports, limits=_limits(course, args),
+                         seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
+    by_student = {report.student: report for report in graded}
+    by_student.update({s.student: GradeReport.read_json(reports / f"{s.student}.json") for s in done})
+    results = [by_student[submission.student] for submission in submissions]
+    write_class_page(results, reports)
     print(f"\n{ps}")
     print_summary(results)
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
@@ -171,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--strict", action="store_true",
                        help="refuse to grade if any protection of the worker is missing")
     grade.add_argument("--jobs", type=int, help="submissions graded at once (default: two per core)")
+    grade.add_argument("--regrade", action="store_true",
+                       help="grade every submission again, even those with an up-to-date report")
     grade.set_defaults(run=cmd_grade)
 
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")

@@ -125,8 +125,10 @@ class _Template:
             try:
                 data, fds, _flags, _address = socket.recv_fds(self.control, _MAX_CONTROL_MESSAGE, 1)
             except OSError:
+                self.shutdown()
                 return
-            if not data:
+            if not data:  # the grader is gone: stop its workers too
+                self.shutdown()
                 return
             self.reap()
             request = wire.decode(data)

@@ -1,0 +1,87 @@
+"""A batch survives interruption: killed halfway and run again, every submission is graded once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+from autograder.catalogue import solution_answers, with_answers
+from autograder.notebook import read_notebook
+
+from conftest import ROOT
+
+PS = "ps05_derivatives"
+AUTOGRADER = Path(sys.executable).parent / "autograder"
+
+
+def _processes(pattern: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if pattern in line]
+
+
+def test_a_batch_killed_halfway_finishes_on_the_next_run(tmp_path):
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    answers = solution_answers(source)
+    slow = {**answers, "newton_1d": answers["newton_1d"] + "\nimport time\ntime.sleep(1.5)\n"}
+    submitted = tmp_path / "submitted"
+    students = [f"s{i:02d}" for i in range(12)]
+    for student in students:
+        target = submitted / student / PS / f"{PS}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(with_answers(release, slow), target)
+    reports = tmp_path / "reports"
+    command = [str(AUTOGRADER), "grade", PS, "--submitted", str(submitted), "--reports", str(reports),
+               "--jobs", "2"]
+
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(reports.glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = {path.stem for path in reports.glob("*.json")}
+    assert 3 <= len(before) < len(students), "the batch was not interrupted halfway"
+
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    graded_again = [line for line in second.stderr.splitlines() if line.startswith("[")]
+    assert len(graded_again) == len(students) - len(before)
+    assert f"{len(before)} of {len(students)} submissions already have a report" in second.stderr
+    for student in students:
+        report = json.loads((reports / f"{student}.json").read_text())
+        assert report["status"] == "graded" and report["score"] == report["max_score"]
+    assert "12 submissions" in second.stdout
+
+    time.sleep(1)
+    assert not _processes("autograder.worker.template"), "the killed batch left its worker templates running"
+    if os.geteuid() == 0:
+        assert not [line for line in _processes("") if int(line.split()[0]) >= 100_000]
+
+
+def test_regrade_grades_everything_again(tmp_path):
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    target = tmp_path / "submitted" / "ada" / PS / f"{PS}.ipynb"
+    target.parent.mkdir(parents=True)
+    nbformat.write(with_answers(release, solution_answers(source)), target)
+    command = [str(AUTOGRADER), "grade", PS, "--submitted", str(tmp_path / "submitted"),
+               "--reports", str(tmp_path / "reports")]
+    subprocess.run(command, cwd=ROOT, capture_output=True, check=True)
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "1 of 1 submissions already have a report" in again.stderr
+    # A newer hand-in is graded again without asking.
+    os.utime(target, (time.time() + 5, time.time() + 5))
+    newer = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "already have a report" not in newer.stderr
+    forced = subprocess.run(command + ["--regrade"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "[1/1] ada" in forced.stderr
+    shutil.rmtree(tmp_path / "reports")
