@@ -149,6 +149,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from autograder.export import read_reports, write_grades_csv
+
+    course = _course(args)
+    ps = course.check_problem_set(args.ps)
+    reports_dir = Path(args.reports) if args.reports else course.root / "reports" / ps
+    reports = read_reports(reports_dir)
+    if not reports:
+        raise UsageError(f"There are no reports in {reports_dir}; run `autograder grade {ps}` first.")
+    target = Path(args.out) if args.out else reports_dir / "grades.csv"
+    write_grades_csv(reports, target)
+    print(f"{len(reports)} students -> {target}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autograder",
@@ -190,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("ps", help="the problem set, or 'all'")
     release.add_argument("--no-execute", action="store_true", help="do not execute the solution notebook")
     release.set_defaults(run=cmd_release)
+
+    export = commands.add_parser("export", help="export a graded class's grades")
+    export.add_argument("format", choices=["csv"], help="csv: one row per student, one column per exercise")
+    export.add_argument("ps", help="the problem set")
+    export.add_argument("--reports", help="folder of the reports (default: COURSE/reports/PS)")
+    export.add_argument("--out", help="the file to write (default: REPORTS/grades.csv)")
+    export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")
     demo.add_argument("--out", default="demo-class", help="where to write it (default: ./demo-class)")

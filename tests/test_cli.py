@@ -122,6 +122,27 @@ def test_grade_a_class_with_broken_and_hanging_submissions(notebooks, tmp_path):
     assert "NOT GRADED" in result.stdout and "7 submissions" in result.stdout
 
 
+def test_export_csv_has_the_reports_scores(notebooks, tmp_path):
+    import csv
+
+    submitted = tmp_path / "submitted"
+    for name in ("solution", "mistake", "corrupt"):
+        (submitted / name / PS).mkdir(parents=True)
+        shutil.copy(notebooks[name], submitted / name / PS / f"{PS}.ipynb")
+    reports = tmp_path / "reports"
+    run("grade", PS, "--submitted", str(submitted), "--reports", str(reports))
+    result = run("export", "csv", PS, "--reports", str(reports), "--out", str(tmp_path / "grades.csv"))
+    assert result.returncode == 0, result.stderr
+    rows = {row["student"]: row for row in csv.DictReader((tmp_path / "grades.csv").open())}
+    for student in ("solution", "mistake", "corrupt"):
+        report = json.loads((reports / f"{student}.json").read_text())
+        assert float(rows[student]["score"]) == report["score"]
+        assert sum(float(rows[student][t["id"]]) for t in report["tests"]) == report["score"]
+    assert rows["corrupt"]["status"] == "error" and "not valid JSON" in rows["corrupt"]["note"]
+    empty = run("export", "csv", PS, "--reports", str(tmp_path / "nothing"))
+    assert empty.returncode == 2 and "run `autograder grade" in empty.stderr
+
+
 def test_grade_only_some_students(notebooks, tmp_path):
     submitted = tmp_path / "submitted"
     for name in ("solution", "release"):
