@@ -125,3 +125,20 @@ def test_failed_exercises_carry_messages_and_diagnoses_on_the_page(graded):
     assert "Likely mistake" in pages or "This looks like" in pages
     assert "BEGIN HIDDEN TESTS" not in pages and "BEGIN SOLUTION" not in pages
     assert strip_solution_markers("### BEGIN SOLUTION\nx\n### END SOLUTION") == "x"
+
+
+def test_a_wrong_error_curve_is_drawn_against_the_reference(tmp_path):
+    course = Course(ROOT)
+    mistake = next(m for m in load_catalogue(course.catalogue(PS)) if m.id == "errors-of-forward-difference")
+    path = tmp_path / "curve.ipynb"
+    nbformat.write(mistake_notebook(read_notebook(course.release_notebook(PS)),
+                                    read_notebook(course.source_notebook(PS)), mistake), path)
+    report = grade_notebook(SourceNotebook.load(course.source_notebook(PS)), path, seed=1)
+    result = next(test for test in report.tests if test.id == "test_difference_errors")
+    assert result.status == "failed" and result.figures
+    assert set(result.figures[0]["curves"]) == {"yours", "reference"}
+    page = tmp_path / "curve.html"
+    page.write_text(student_page(report))
+    dom = browse(page, tmp_path / "profile", "--dump-dom").stdout
+    section = dom.split('id="test_difference_errors"')[1].split("</section>")[0]
+    assert section.count("<polyline") == 2
