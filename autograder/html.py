@@ -28,7 +28,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem}.meta{color:#5b6474;font-size:.9rem}
 .message{white-space:pre-wrap;margin:.5rem 0}.diagnosis{background:#fff7e0;border-radius:4px;padding:.4rem .6rem}
 pre{background:#f5f6f8;padding:.5rem;border-radius:4px;overflow-x:auto;font-size:.85rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border-bottom:1px solid #e3e6ec;padding:.3rem .5rem;text-align:left}
-svg{max-width:100%;height:auto}.chart{margin:.5rem 0}
+svg{max-width:100%;height:auto}.chart{margin:.5rem 0;max-width:38rem;display:block}
 """
 
 _COLOURS = ("#2f6fde", "#d04437", "#2e9d57", "#8a4fd0", "#e08a00")
