@@ -15,6 +15,8 @@ from autograder.batch import Submission, grade_batch
 from autograder.grading import grade_notebook
 from autograder.report import PASSED
 
+from conftest import leaked_worker_processes
+
 WRONG = "\ndef double(x):\n    return 3 * x\n"
 IF_LEAKED = "\ndef double(x):\n    return 2 * x if leaked else 3 * x\n"
 
@@ -117,12 +119,6 @@ def listener():
     server.close()
 
 
-def _worker_processes() -> list[str]:
-    """Processes left running under a worker's uid (only meaningful as root)."""
-    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.split() and int(line.split()[0]) >= 100_000]
-
-
 def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener):
     course_dir = tiny.folder
     gradebook = course_dir / "gradebook.db"
@@ -161,7 +157,7 @@ def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener)
     assert gradebook.read_text() == "the real gradebook"
     assert (submitted / "honest" / "tiny" / "tiny.ipynb").read_bytes() == honest_copy
     if os.geteuid() == 0:
-        assert _worker_processes() == [], "a worker process outlived its submission"
+        assert leaked_worker_processes() == [], "a worker process outlived its submission"
 
 
 def test_messages_for_attacks_are_sentences_a_student_understands(tiny, listener):

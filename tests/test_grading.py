@@ -135,3 +135,15 @@ def test_check_not_using_reads_the_students_code_not_the_worker(tiny, tmp_path):
     assert "uses linalg.eigh" in uses.tests[-1].message
     # Using np.linalg in the same cell but outside the function (to check an answer) is fine.
     assert {t.id: t.status for t in clean.tests}["test_no_eig"] == PASSED
+
+
+def test_student_code_can_import_the_standard_library_and_numpy_random(tiny):
+    # Modules the worker template did not import itself are imported after the worker is confined.
+    answer = ("import fractions, random, secrets, statistics, decimal, itertools\n"
+              "import numpy as np\n"
+              "def double(x):\n"
+              "    noise = np.random.default_rng(0).normal() * 0 + random.random() * 0\n"
+              "    return 2 * x + float(fractions.Fraction(0)) + noise\n")
+    report = grade(tiny, "stdlib", {"double": answer})
+    assert not report.cell_problems, report.cell_problems
+    assert report.score == 3

@@ -20,10 +20,13 @@ the grader decides whether to go on (the default) or refuse (strict mode).
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import resource
 import stat
+import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 _SYS_LANDLOCK_CREATE_RULESET = 444
 _SYS_LANDLOCK_ADD_RULE = 445
@@ -134,8 +137,9 @@ def enter_namespaces() -> Applied:
     return applied
 
 
-def _landlock(settings: Confinement, abi: int) -> tuple[bool, bool]:
-    """Restrict filesystem (and, where the ABI allows, TCP and signals); returns what held."""
+def _landlock_ruleset(settings: Confinement, abi: int) -> int:
+    """Build the Landlock ruleset (as the current user, who can still open every allowed path);
+    :func:`_enforce_landlock` applies it."""
     libc = _libc()
     handled_fs = _FS_ABI1
     if abi >= 2:
@@ -151,15 +155,15 @@ def _landlock(settings: Confinement, abi: int) -> tuple[bool, bool]:
                            ctypes.c_uint32(0))
     if ruleset < 0:
         raise OSError(f"landlock_create_ruleset failed: {_errno_text()}")
+    read_only = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
+    rules = [(path, read_only) for path in settings.readable]
+    rules += [(settings.scratch, handled_fs), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
     try:
-        read_only = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
-        rules = [(path, read_only) for path in settings.readable]
-        rules += [(settings.scratch, handled_fs), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
         for path, access in rules:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:
-                continue
+                continue  # not on this machine
             try:
                 if not stat.S_ISDIR(os.fstat(fd).st_mode):
                     access &= _FILE_RIGHTS
@@ -169,19 +173,70 @@ def _landlock(settings: Confinement, abi: int) -> tuple[bool, bool]:
                     raise OSError(f"landlock_add_rule({path}) failed: {_errno_text()}")
             finally:
                 os.close(fd)
+    except OSError:
+        os.close(ruleset)
+        raise
+    return ruleset
+
+
+def _enforce_landlock(ruleset: int) -> None:
+    libc = _libc()
+    try:
         if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise OSError(f"prctl(NO_NEW_PRIVS) failed: {_errno_text()}")
         if libc.syscall(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, ctypes.c_uint32(0)) != 0:
             raise OSError(f"landlock_restrict_self failed: {_errno_text()}")
     finally:
         os.close(ruleset)
-    return True, abi >= 6
+
+
+def _traversable_by_others(path: str) -> bool:
+    """Whether a user with no special rights can reach ``path`` (every directory above is o+x)."""
+    current = os.path.abspath(path)
+    while True:
+        try:
+            if not os.stat(current).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
+
+
+def _reach_python_through_descriptors() -> None:
+    """Keep the Python installation importable after the uid drop, even where it lives under a
+    directory other users cannot enter (such as /root).
+
+    A descriptor opened now, as root, reaches it through /proc/self/fd/N, which skips the
+    permission checks on the directories above it; Landlock still limits what can be read.
+    """
+    for prefix in sorted({sys.base_prefix, sys.prefix}, key=len, reverse=True):
+        if _traversable_by_others(prefix):
+            continue
+        fd = os.open(prefix, os.O_PATH | os.O_DIRECTORY)
+        alias = f"/proc/self/fd/{fd}"
+
+        def moved(entry: Any, prefix: str = prefix, alias: str = alias) -> Any:
+            if isinstance(entry, str) and (entry == prefix or entry.startswith(prefix + os.sep)):
+                return alias + entry[len(prefix):]
+            return entry
+
+        sys.path[:] = [moved(entry) for entry in sys.path]
+        for module in list(sys.modules.values()):
+            search = getattr(module, "__path__", None)
+            if isinstance(search, list):
+                search[:] = [moved(entry) for entry in search]
+    sys.path_importer_cache.clear()
+    importlib.invalidate_caches()
 
 
 def _drop_privileges(uid: int, scratch: str) -> None:
     for root, dirs, files in os.walk(scratch):
         for name in [root, *(os.path.join(root, entry) for entry in dirs + files)]:
             os.chown(name, uid, uid)
+    _reach_python_through_descriptors()
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
@@ -195,6 +250,14 @@ def confine(settings: Confinement, applied: Applied) -> Applied:
     except (OSError, ValueError) as error:
         applied.missing[RLIMITS] = str(error)
 
+    abi = landlock_abi()
+    ruleset = None
+    if abi:
+        try:
+            ruleset = _landlock_ruleset(settings, abi)
+        except OSError as error:
+            applied.missing[FILESYSTEM] = str(error)
+
     if os.geteuid() == 0:
         # A uid of its own: RLIMIT_NPROC then counts this worker's processes only, and the
         # grader's files and /proc entries are out of reach by ordinary permissions too.
@@ -207,19 +270,18 @@ def confine(settings: Confinement, applied: Applied) -> Applied:
     else:
         applied.in_force.append(UNPRIVILEGED)
 
-    abi = landlock_abi()
     if abi == 0:
         applied.missing[FILESYSTEM] = "this kernel has no Landlock"
         applied.missing[SIGNALS] = "this kernel has no Landlock"
-    else:
+    elif ruleset is not None:
         try:
-            _fs, signals = _landlock(settings, abi)
+            _enforce_landlock(ruleset)
             applied.in_force.append(FILESYSTEM)
-            if signals:
+            if abi >= 6:
                 applied.in_force.append(SIGNALS)
         except OSError as error:
             applied.missing[FILESYSTEM] = str(error)
-        if SIGNALS not in applied.in_force:
-            applied.missing.setdefault(SIGNALS, f"Landlock ABI {abi} cannot scope signals (needs 6)")
+    if abi and SIGNALS not in applied.in_force:
+        applied.missing.setdefault(SIGNALS, f"Landlock ABI {abi} cannot scope signals (needs 6)")
 
     return applied
