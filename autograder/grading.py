@@ -13,7 +13,6 @@ import ast
 import builtins
 import contextlib
 import io
-import math
 import tempfile
 import time
 import traceback
@@ -35,9 +34,9 @@ MAX_OUTPUT_CHARS = 5_000
 
 
 def trusted_namespace() -> dict[str, Any]:
-    """What every test cell can use without importing it, all from the grader's own imports."""
-    namespace: dict[str, Any] = {"__name__": "__test__", "__builtins__": builtins,
-                                 "np": np, "numpy": np, "math": math}
+    """What every test cell can use without importing it, all from the grader's own imports:
+    ``np`` and the checks, which is what a problem set's setup cell gives its tests in a kernel."""
+    namespace: dict[str, Any] = {"__name__": "__test__", "__builtins__": builtins, "np": np}
     namespace.update({name: getattr(checks, name) for name in checks.__all__})
     return namespace
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -42,6 +43,40 @@ def test_the_course_has_problem_sets_with_catalogues():
             count = sum(test_id in mistake.loses for p, mistake in MISTAKES if p == ps)
             assert count >= 3, f"{ps}: {test_id} has only {count} catalogued mistakes"
         assert caught <= set(source.test_ids)
+
+
+def _bound_names(source: str) -> set[str]:
+    """Names a piece of code binds: imports, assignments, definitions."""
+    bound = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+    return bound
+
+
+@pytest.mark.parametrize("ps", PROBLEM_SETS)
+def test_tests_use_only_what_the_notebook_imports_for_them(ps):
+    """The grader gives test cells np and the checks; a kernel gives them what the notebook
+    imports. A test that used more would pass here and fail under plain nbgrader."""
+    from autograder.grading import referenced_names, trusted_namespace
+
+    notebook = read_notebook(COURSE.source_notebook(ps))
+    provided: set[str] = set()
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code":
+            continue
+        if meta.get("grade"):
+            needed = referenced_names(cell.source) & set(trusted_namespace()) - _bound_names(cell.source)
+            assert needed <= provided, f"{ps}: {meta['grade_id']} uses {sorted(needed - provided)} " \
+                                       "without the notebook importing it"
+            provided |= _bound_names(cell.source)
+        elif not meta.get("solution"):
+            provided |= _bound_names(cell.source)
 
 
 @pytest.mark.parametrize("ps", PROBLEM_SETS)
