@@ -141,11 +141,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     worst = EXIT_OK
     for ps in sets:
         worst = max(worst, _grade_class(course, ps, out / "submitted", out / "reports" / ps, args))
-        example = next(iter(sorted((out / "reports" / ps).glob("mistake-*.json"))), None)
-        if example is not None:
-            print(f"\nWhat a student sees, for example {example.stem}:\n")
-            print_report(GradeReport.read_json(example))
-            print(f"(the same as a web page: {example.with_suffix('.html')})")
+    example = next(iter(sorted((out / "reports" / sets[-1]).glob("mistake-*.json"))), None) if sets else None
+    if example is not None:
+        print(f"\nWhat a student sees, for example {example.stem} in {sets[-1]}:\n")
+        print_report(GradeReport.read_json(example))
+        print(f"(the same as a web page: {example.with_suffix('.html')})")
     return worst
 
 
