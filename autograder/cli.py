@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--timeout", type=float, help="seconds one cell or test may run")
     grade.add_argument("--strict", action="store_true",
                        help="refuse to grade if any protection of the worker is missing")
-    grade.add_argument("--jobs", type=int, help="submissions graded at once (default: two per core)")
+    grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
     grade.add_argument("--regrade", action="store_true",
                        help="grade every submission again, even those with an up-to-date report")
     grade.set_defaults(run=cmd_grade)

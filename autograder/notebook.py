@@ -18,6 +18,8 @@ BEGIN_SOLUTION = re.compile(r"^\s*### BEGIN SOLUTION\s*$")
 END_SOLUTION = re.compile(r"^\s*### END SOLUTION\s*$")
 BEGIN_HIDDEN = re.compile(r"^\s*### BEGIN HIDDEN TESTS\s*$")
 END_HIDDEN = re.compile(r"^\s*### END HIDDEN TESTS\s*$")
+# A read-only cell with this tag only draws or prints for the reader; grading skips it.
+DISPLAY_ONLY = "display-only"
 
 
 class NotebookError(Exception):
@@ -209,6 +211,8 @@ def restore_instructor_cells(source: SourceNotebook, submission: Node) -> list[S
         elif meta.get("grade") and cell_id:
             text, hidden = split_hidden_tests(cell.source)
             steps.append(TestStep(cell_id, text, float(meta.get("points") or 0), hidden))
+        elif DISPLAY_ONLY in (cell.get("metadata", {}).get("tags") or []):
+            pass
         else:
             steps.append(CodeStep(label=cell_id or f"read-only #{index + 1}", source=cell.source,
                                   origin="instructor"))

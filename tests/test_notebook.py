@@ -95,3 +95,18 @@ def test_a_notebook_of_another_problem_set_is_refused(tiny, tmp_path):
     path.write_text(json.dumps(other))
     with pytest.raises(NotebookError, match="none of the answer cells of tiny"):
         restore_instructor_cells(tiny.source, read_notebook(path))
+
+
+def test_display_only_cells_are_not_graded(tiny):
+    from nbformat.v4 import new_code_cell as cell
+
+    tiny.notebook.cells.insert(2, cell("while True:\n    pass", metadata={
+        "tags": ["display-only"],
+        "nbgrader": {"grade": False, "grade_id": "picture", "locked": True, "solution": False,
+                     "schema_version": 3, "task": False}}))
+    nbformat.write(tiny.notebook, tiny.path)
+    from autograder.notebook import SourceNotebook
+
+    source = SourceNotebook.load(tiny.path)
+    steps = restore_instructor_cells(source, read_notebook(tiny.submission("s")))
+    assert "picture" not in [step.label for step in steps if isinstance(step, CodeStep)]
