@@ -1,7 +1,7 @@
 """Grading one notebook: run its cells in the worker, its tests in this (trusted) process.
 
-A test cell is executed here, in a namespace that holds trusted modules (``np``, ``math``,
-the checks) and, for every other name the cell uses, what the student's namespace holds:
+A test cell is executed here, in a namespace that holds trusted objects (``np`` and the
+checks) and, for every other name the cell uses, what the student's namespace holds:
 a :class:`~autograder.session.StudentFunction` proxy for a function, a decoded copy for plain
 data.  Nothing the student's code does can reach this namespace, so the verdict depends only
 on the values the student's functions return.
@@ -24,11 +24,12 @@ import numpy as np
 
 import autograder
 from autograder import checks
-from autograder.launcher import Launcher
+from autograder.launcher import LaunchError, Launcher
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep,
                                  read_notebook, restore_instructor_cells)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
-from autograder.session import seconds, ConfinementMissing, Limits, StudentError, StudentFunction, WorkerSession, WorkerTimedOut
+from autograder.session import (Limits, WorkerFailure, StudentError, StudentFunction, WorkerSession,
+                                WorkerTimedOut, seconds)
 
 MAX_OUTPUT_CHARS = 5_000
 
@@ -77,7 +78,7 @@ def grade_notebook(
         tests = _TestRunner(session, seed, student_cells)
         try:
             session.start()
-        except ConfinementMissing as refusal:
+        except (WorkerFailure, LaunchError) as refusal:  # strict mode, or no worker could start
             session.close()
             return _not_graded(report, source, str(refusal))
         try:

@@ -154,14 +154,15 @@ class WorkerSession:
     scratch: Path
     launcher: Launcher
     limits: Limits = field(default_factory=Limits)
-    protections: list[str] = field(default_factory=list)
-    missing_protections: dict[str, str] = field(default_factory=dict)
-    _worker: WorkerProcess | None = None
-    _replay: list[tuple[str, str]] = field(default_factory=list)
-    _failure: WorkerFailure | None = None
-    _deadline: float = 0.0
-    _started: float = field(default_factory=time.monotonic)
-    output: list[str] = field(default_factory=list)
+    # Filled in as the submission runs:
+    protections: list[str] = field(default_factory=list, init=False)
+    missing_protections: dict[str, str] = field(default_factory=dict, init=False)
+    output: list[str] = field(default_factory=list, init=False)  # what student code printed in this cell
+    _worker: WorkerProcess | None = field(default=None, init=False, repr=False)
+    _replay: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
+    _failure: WorkerFailure | None = field(default=None, init=False, repr=False)
+    _deadline: float = field(default=0.0, init=False, repr=False)
+    _started: float = field(default_factory=time.monotonic, init=False, repr=False)
 
     # Cells ------------------------------------------------------------------------------
     def begin_cell(self) -> None:
