@@ -62,7 +62,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         launcher.start()  # warms up while the notebooks are read
         course = _course(args)
         notebook = Path(args.notebook)
-        if not notebook.is_file():
+        if not notebook.is_file() and not args.gradescope:
             raise UsageError(f"There is no notebook {notebook}.")
         ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
         source = SourceNotebook.load(course.source_notebook(ps))
@@ -150,10 +150,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autograder.export import read_reports, write_grades_csv
+    from autograder.export import read_reports, write_gradescope_zip, write_grades_csv
 
     course = _course(args)
     ps = course.check_problem_set(args.ps)
+    if args.format == "gradescope":
+        target = Path(args.out) if args.out else course.root / "exports" / f"{ps}-gradescope.zip"
+        write_gradescope_zip(course, ps, target)
+        print(f"Gradescope autograder for {ps} -> {target} (upload it as the assignment's autograder)")
+        return EXIT_OK
     reports_dir = Path(args.reports) if args.reports else course.root / "reports" / ps
     reports = read_reports(reports_dir)
     if not reports:
@@ -207,10 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     release.set_defaults(run=cmd_release)
 
     export = commands.add_parser("export", help="export a graded class's grades")
-    export.add_argument("format", choices=["csv"], help="csv: one row per student, one column per exercise")
+    export.add_argument("format", choices=["csv", "gradescope"],
+                        help="csv: one row per student, one column per exercise; "
+                             "gradescope: an autograder zip that grades with this engine")
     export.add_argument("ps", help="the problem set")
     export.add_argument("--reports", help="folder of the reports (default: COURSE/reports/PS)")
-    export.add_argument("--out", help="the file to write (default: REPORTS/grades.csv)")
+    export.add_argument("--out", help="the file to write (default: REPORTS/grades.csv, "
+                                      "COURSE/exports/PS-gradescope.zip)")
     export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
+
+from autograder.course import CONFIG_FILE, Course
 
 from autograder.report import GradeReport
 
@@ -27,3 +32,33 @@ def write_grades_csv(reports: list[GradeReport], target: Path) -> None:
             writer.writerow([report.student, report.status, f"{report.score:g}", f"{report.max_score:g}",
                              *(f"{points[e]:g}" if e in points else "" for e in exercises),
                              report.seed, report.error or ""])
+
+
+_GRADESCOPE_FILES = Path(__file__).resolve().parent / "gradescope_files"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def write_gradescope_zip(course: Course, ps: str, target: Path) -> None:
+    """A Gradescope autograder: ``setup.sh`` installs this package, ``run_autograder`` grades the
+    submitted notebook with it and writes ``results/results.json``.  The zip holds this one
+    problem set's source notebook (tests included) and the engine, nothing of other sets."""
+    with tempfile.TemporaryDirectory(prefix="autograder-gradescope-") as scratch:
+        build = Path(scratch)
+        course_dir = build / "course"
+        (course_dir / "source" / ps).mkdir(parents=True)
+        shutil.copy(course.source_notebook(ps), course_dir / "source" / ps)
+        shutil.copy(course.root / CONFIG_FILE, course_dir)
+        package = build / "package"
+        shutil.copytree(_PACKAGE_DIR, package / "autograder",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(_PACKAGE_DIR.parent / name, package / name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in ("setup.sh", "run_autograder"):
+                info = zipfile.ZipInfo(name)
+                info.external_attr = 0o755 << 16  # executable, as Gradescope runs them
+                archive.writestr(info, (_GRADESCOPE_FILES / name).read_bytes())
+            for path in sorted(build.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(build).as_posix())
