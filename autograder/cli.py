@@ -31,6 +31,7 @@ from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
 from autograder.render import print_report, print_summary
 from autograder.report import GradeReport
+from autograder.session import Limits
 
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
 

@@ -1,8 +1,5 @@
 """The engine on a tiny problem set: verdicts come from the trusted side only."""
 
-import nbformat
-from nbformat.v4 import new_code_cell
-
 from autograder.batch import Submission, grade_batch
 from autograder.grading import grade_notebook
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, GradeReport
