@@ -119,7 +119,7 @@ class Launcher:
             raise LaunchError(f"the worker template could not start a worker: {reply}")
         return pid, ours
 
-    def exit_code(self, pid: int, wait: float = 0.5) -> int | None:
+    def exit_code(self, pid: int, wait: float = 2.0) -> int | None:
         """How worker ``pid`` ended (negative: killed by that signal), if it has."""
         deadline = time.monotonic() + wait
         while True:
