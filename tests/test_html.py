@@ -18,8 +18,7 @@ from autograder.catalogue import load_catalogue, mistake_notebook
 from autograder.course import Course
 from autograder.grading import grade_notebook
 from autograder.html import class_page, student_page
-from autograder.notebook import (SourceNotebook, nbgrader_metadata, read_notebook, split_hidden_tests,
-                                 strip_solution_markers)
+from autograder.notebook import SourceNotebook, nbgrader_metadata, read_notebook, split_hidden_tests
 
 from conftest import ROOT
 
@@ -124,7 +123,6 @@ def test_failed_exercises_carry_messages_and_diagnoses_on_the_page(graded):
     assert 'class="exercise failed"' in pages
     assert "Likely mistake" in pages or "This looks like" in pages
     assert "BEGIN HIDDEN TESTS" not in pages and "BEGIN SOLUTION" not in pages
-    assert strip_solution_markers("### BEGIN SOLUTION\nx\n### END SOLUTION") == "x"
 
 
 def test_a_wrong_error_curve_is_drawn_against_the_reference(tmp_path):
