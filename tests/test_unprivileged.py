@@ -44,6 +44,9 @@ def unprivileged_env():
     project = folder / "project"
     shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info",
                                                                  "demo-class", "build", ".pytest_cache"))
+    # The clone may be private (mktemp -d makes 0700 folders); the copy must be readable by nobody.
+    for path in [project, *project.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.is_dir() else 0))
     subprocess.run([*pip, "--no-deps", str(project)], check=True)
     work = folder / "work"
     work.mkdir()
