@@ -98,8 +98,18 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
         print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
 
     todo = [submission for submission in submissions if submission not in done]
-    graded = grade_batch(source_path, todo, reports, limits=_limits(course, args),
-                         seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
+    scheduler = getattr(args, "scheduler", None)
+    if scheduler:
+        from autograder.distributed import ClusterError, grade_batch_on_cluster
+
+        try:
+            graded = grade_batch_on_cluster(scheduler, source_path, todo, reports, limits=_limits(course, args),
+                                            seed=args.seed, progress=progress)
+        except ClusterError as error:
+            raise UsageError(str(error)) from error
+    else:
+        graded = grade_batch(source_path, todo, reports, limits=_limits(course, args),
+                             seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
     by_student = {report.student: report for report in graded}
     by_student.update({s.student: GradeReport.read_json(reports / f"{s.student}.json") for s in done})
     results = [by_student[submission.student] for submission in submissions]
@@ -160,6 +170,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         write_gradescope_zip(course, ps, target)
         print(f"Gradescope autograder for {ps} -> {target} (upload it as the assignment's autograder)")
         return EXIT_OK
+    if args.format == "otter":
+        from autograder.otter import write_otter_notebook
+
+        target = Path(args.out) if args.out else course.root / "exports" / f"{ps}-otter" / f"{ps}.ipynb"
+        write_otter_notebook(course, ps, target)
+        print(f"otter-grader master notebook for {ps} -> {target} (run `otter assign {target.name} dist` there)")
+        return EXIT_OK
     reports_dir = Path(args.reports) if args.reports else course.root / "reports" / ps
     reports = read_reports(reports_dir)
     if not reports:
@@ -203,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--strict", action="store_true",
                        help="refuse to grade if any protection of the worker is missing")
     grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
+    grade.add_argument("--scheduler", metavar="ADDRESS",
+                       help="grade on a Dask cluster, e.g. tcp://10.0.0.5:8786 (default: local processes)")
     grade.add_argument("--regrade", action="store_true",
                        help="grade every submission again, even those with an up-to-date report")
     grade.set_defaults(run=cmd_grade)
@@ -213,13 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     release.set_defaults(run=cmd_release)
 
     export = commands.add_parser("export", help="export a graded class's grades")
-    export.add_argument("format", choices=["csv", "gradescope"],
+    export.add_argument("format", choices=["csv", "gradescope", "otter"],
                         help="csv: one row per student, one column per exercise; "
-                             "gradescope: an autograder zip that grades with this engine")
+                             "gradescope: an autograder zip that grades with this engine; "
+                             "otter: an otter-grader master notebook of the problem set")
     export.add_argument("ps", help="the problem set")
     export.add_argument("--reports", help="folder of the reports (default: COURSE/reports/PS)")
     export.add_argument("--out", help="the file to write (default: REPORTS/grades.csv, "
-                                      "COURSE/exports/PS-gradescope.zip)")
+                                      "COURSE/exports/PS-gradescope.zip, COURSE/exports/PS-otter/PS.ipynb)")
     export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")
