@@ -13,6 +13,7 @@ Exit codes (for scripts):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import secrets
@@ -24,6 +25,7 @@ from autograder.batch import already_graded, find_submissions, grade_batch, writ
 from autograder.catalogue import CatalogueError
 from autograder.course import Course, CourseError
 from autograder.gradescope import gradescope_results
+from autograder.gradebook import GradebookError
 from autograder.grading import grade_notebook
 from autograder.html import student_page
 from autograder.launcher import Launcher
@@ -92,31 +94,54 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     if done:
         print(f"{len(done)} of {len(submissions)} submissions already have a report newer than the notebook; "
               "grading the rest (--regrade grades all again).", file=sys.stderr)
+    folders = {submission.student: submission.folder for submission in submissions}
+    with contextlib.ExitStack() as stack:
+        gradebook = None
+        if not getattr(args, "no_gradebook", False):
+            from autograder.gradebook import GradebookTarget, GradebookWriter
 
-    def progress(number: int, total: int, report) -> None:
-        state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
-        print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
+            target = GradebookTarget.for_course(course, submitted, getattr(args, "db", None))
+            gradebook = stack.enter_context(GradebookWriter(course, ps, target))
 
-    todo = [submission for submission in submissions if submission not in done]
-    scheduler = getattr(args, "scheduler", None)
-    if scheduler:
-        from autograder.distributed import ClusterError, grade_batch_on_cluster
+        def record(report: GradeReport) -> None:
+            if gradebook is None:
+                return
+            try:
+                gradebook.record(report, folders[report.student])
+            except Exception as error:  # noqa: BLE001 - the report is on disk; a rerun records it
+                gradebook.warnings.append(f"{report.student}: not recorded in the gradebook: {error}")
 
-        try:
-            graded = grade_batch_on_cluster(scheduler, source_path, todo, reports, limits=_limits(course, args),
-                                            seed=args.seed, progress=progress)
-        except ClusterError as error:
-            raise UsageError(str(error)) from error
-    else:
-        graded = grade_batch(source_path, todo, reports, limits=_limits(course, args),
-                             seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
-    by_student = {report.student: report for report in graded}
-    by_student.update({s.student: GradeReport.read_json(reports / f"{s.student}.json") for s in done})
+        def progress(number: int, total: int, report) -> None:
+            state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
+            print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
+            record(report)
+
+        previous = [GradeReport.read_json(reports / f"{s.student}.json") for s in done]
+        for report in previous:
+            record(report)  # a run killed before recording them left them out
+        todo = [submission for submission in submissions if submission not in done]
+        scheduler = getattr(args, "scheduler", None)
+        if scheduler:
+            from autograder.distributed import ClusterError, grade_batch_on_cluster
+
+            try:
+                graded = grade_batch_on_cluster(scheduler, source_path, todo, reports,
+                                                limits=_limits(course, args), seed=args.seed, progress=progress)
+            except ClusterError as error:
+                raise UsageError(str(error)) from error
+        else:
+            graded = grade_batch(source_path, todo, reports, limits=_limits(course, args),
+                                 seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
+    by_student = {report.student: report for report in [*previous, *graded]}
     results = [by_student[submission.student] for submission in submissions]
     write_class_page(results, reports)
     print(f"\n{ps}")
     print_summary(results)
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
+    if gradebook is not None:
+        for warning in gradebook.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"Gradebook: {target.db_url} (autograded notebooks: {target.autograded})")
     return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
 
 
@@ -220,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--strict", action="store_true",
                        help="refuse to grade if any protection of the worker is missing")
     grade.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
+    grade.add_argument("--db", metavar="URL",
+                       help="nbgrader gradebook to write (default: CourseDirectory.db_url, "
+                            "else gradebook.db beside submitted/)")
+    grade.add_argument("--no-gradebook", action="store_true",
+                       help="write reports only, not nbgrader's gradebook and autograded/")
     grade.add_argument("--scheduler", metavar="ADDRESS",
                        help="grade on a Dask cluster, e.g. tcp://10.0.0.5:8786 (default: local processes)")
     grade.add_argument("--regrade", action="store_true",
@@ -264,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookError as error:
         print(f"autograder: the course's own notebook is unreadable: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except ReleaseError as error:
+    except (ReleaseError, GradebookError) as error:
         print(f"autograder: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

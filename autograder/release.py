@@ -22,8 +22,11 @@ class ReleaseError(Exception):
     pass
 
 
-def generate_release(course: Course, ps: str, destination: Path) -> Path:
-    """Write the student version of ``ps`` to ``destination/<ps>/`` with nbgrader."""
+def generate_release(course: Course, ps: str, destination: Path, *, db_url: str | None = None) -> Path:
+    """Write the student version of ``ps`` to ``destination/<ps>/`` with nbgrader.
+
+    With ``db_url``, nbgrader also records the assignment's notebook and cells in that
+    gradebook, as ``nbgrader generate_assignment`` does."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
@@ -32,13 +35,16 @@ def generate_release(course: Course, ps: str, destination: Path) -> Path:
         shutil.copytree(course.source_notebook(ps).parent, root / "source" / ps)
         config = course.config()
         config.CourseDirectory.root = str(root)
-        # What `nbgrader generate_assignment --no-db` sets.
-        config.GenerateAssignment.no_database = True
-        config.SaveCells.enabled = False
+        if db_url:
+            config.CourseDirectory.db_url = db_url
+        else:
+            # What `nbgrader generate_assignment --no-db` sets.
+            config.GenerateAssignment.no_database = True
+            config.SaveCells.enabled = False
         # nbgrader logs through the root logger as well; keep a library call quiet.
         logging.getLogger("traitlets").setLevel(logging.WARNING)
         api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
-        result = api.generate_assignment(ps, force=True, create=False)
+        result = api.generate_assignment(ps, force=True, create=bool(db_url))
         if not result.get("success"):
             log = [line for line in (result.get("log") or "").splitlines()
                    if line.startswith(("[ERROR]", "[CRITICAL]")) or "Error" in line]

@@ -1,0 +1,318 @@
+"""Our grades in nbgrader's gradebook, so nbgrader's own tools work on them.
+
+After a batch, every student's scores and comments are in the gradebook (through nbgrader's
+``Gradebook`` API, so any ``db_url`` nbgrader accepts works), and the graded notebook is in
+``autograded/<student>/<ps>/<ps>.ipynb``.  ``nbgrader export``, formgrader's manual grading and
+``nbgrader generate_feedback`` then work as if ``nbgrader autograde`` had run, with two
+differences that are on purpose:
+
+* the hidden tests' code is not in the autograded notebook (only the verdict is), so feedback
+  made from it cannot show a student the hidden tests;
+* a notebook that could not be graded (corrupt, the wrong problem set) still gets a row: zero
+  points, the reason as the comment, and "needs manual grade" so formgrader shows it to you.
+
+Submission times come from ``submitted/<student>/<ps>/timestamp.txt`` (what ``nbgrader collect``
+writes) and the due date from the gradebook (``nbgrader db assignment add PS --duedate ...``);
+the late penalty is nbgrader's configured ``LateSubmissionPlugin``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograder.course import Course
+from autograder.notebook import (BEGIN_HIDDEN, END_HIDDEN, NotebookError, grade_id, nbgrader_metadata,
+                                 read_notebook)
+from autograder.report import PASSED, GradeReport
+
+TIMESTAMP_FILE = "timestamp.txt"
+
+
+class GradebookError(Exception):
+    """The gradebook cannot be opened or written; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class GradebookTarget:
+    """Where grades go: the database and the ``autograded`` folder."""
+
+    db_url: str
+    autograded: Path
+    course_id: str
+
+    @classmethod
+    def for_course(cls, course: Course, submitted: Path, db_url: str | None = None) -> "GradebookTarget":
+        """nbgrader's settings from the course's ``nbgrader_config.py``.
+
+        The gradebook and ``autograded/`` sit beside ``submitted/`` (the course folder, unless
+        ``--submitted`` points elsewhere), as nbgrader lays them out; an explicit
+        ``CourseDirectory.db_url`` in the configuration, or ``db_url``, names another database.
+        """
+        config = course.config().get("CourseDirectory", {})
+        root = submitted.resolve().parent
+        url = db_url or config.get("db_url") or f"sqlite:///{root / 'gradebook.db'}"
+        autograded = root / config.get("autograded_directory", "autograded")
+        return cls(url, autograded, str(config.get("course_id") or "default_course"))
+
+
+def _nbgrader_on_path() -> None:
+    """nbgrader runs its tools (``alembic``) by name; they live beside this interpreter."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+
+
+def register_assignment(course: Course, ps: str, target: GradebookTarget) -> None:
+    """Record the problem set's notebook, grade cells and solution cells in the gradebook, with
+    nbgrader's own ``generate_assignment`` (into a scratch folder; ``release/`` is untouched)."""
+    import tempfile
+
+    from autograder.release import generate_release
+
+    _nbgrader_on_path()
+    with tempfile.TemporaryDirectory(prefix="autograder-register-") as scratch:
+        generate_release(course, ps, Path(scratch), db_url=target.db_url)
+
+
+class GradebookWriter:
+    """Writes reports to the gradebook as they arrive; one open session for a whole batch."""
+
+    def __init__(self, course: Course, ps: str, target: GradebookTarget) -> None:
+        self.course = course
+        self.ps = ps
+        self.target = target
+        self.warnings: list[str] = []
+        self._gradebook: Any = None
+        source = read_notebook(course.source_notebook(ps))
+        self._source = source
+        self._answer_of_test = _answer_cell_of_each_test(source)
+
+    # Session ------------------------------------------------------------------------------
+    def __enter__(self) -> "GradebookWriter":
+        from nbgrader.api import Gradebook, MissingEntry
+
+        logging.getLogger("traitlets").setLevel(logging.WARNING)
+        _nbgrader_on_path()
+        try:
+            if not self._registered(Gradebook, MissingEntry):
+                register_assignment(self.course, self.ps, self.target)
+            self._gradebook = Gradebook(self.target.db_url, self.target.course_id)
+        except Exception as error:  # noqa: BLE001 - any database failure becomes one sentence
+            raise GradebookError(
+                f"The gradebook {self.target.db_url} could not be opened: {error}. "
+                "Check CourseDirectory.db_url in nbgrader_config.py, or grade with --no-gradebook."
+            ) from error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._gradebook is not None:
+            self._gradebook.close()
+            self._gradebook = None
+
+    def _registered(self, gradebook_class: Any, missing: type[Exception]) -> bool:
+        """Whether the gradebook knows this problem set's notebook and every graded cell."""
+        from autograder.notebook import SourceNotebook
+
+        wanted = set(SourceNotebook.load(self.course.source_notebook(self.ps)).test_ids)
+        with gradebook_class(self.target.db_url, self.target.course_id) as gradebook:
+            try:
+                notebook = gradebook.find_notebook(self.ps, self.ps)
+            except missing:
+                return False
+            return wanted <= {cell.name for cell in notebook.grade_cells}
+
+    # Writing ------------------------------------------------------------------------------
+    def record(self, report: GradeReport, folder: Path) -> None:
+        """Scores, comments, the submission time and the late penalty of one student, and the
+        autograded notebook.  Recording the same report again changes nothing."""
+        gradebook = self._gradebook
+        student = report.student or folder.parent.name
+        gradebook.update_or_create_student(student)
+        timestamp = self._timestamp(folder, student)
+        if timestamp is not None:
+            gradebook.update_or_create_submission(self.ps, student, timestamp=timestamp)
+        else:
+            gradebook.update_or_create_submission(self.ps, student)
+        graded = report.status == "graded"
+        results = {test.id: test for test in report.tests}
+        notebook = gradebook.find_submission_notebook(self.ps, self.ps, student)
+        for grade in notebook.grades:
+            result = results.get(grade.name)
+            if result is None:
+                # A cell we do not grade (a written answer): formgrader asks a person.
+                grade.needs_manual_grade = grade.manual_score is None
+                continue
+            grade.auto_score = result.points
+            # As nbgrader does: a score someone already overrode is flagged for review again.
+            grade.needs_manual_grade = grade.manual_score is not None or not graded
+        for comment in notebook.comments:
+            comment.auto_comment = self._comment(comment.name, report)
+        gradebook.db.commit()
+        self._late_penalty(student)
+        try:
+            self._write_autograded(report, folder, student)
+        except (OSError, NotebookError) as error:
+            self.warnings.append(f"{student}: the autograded notebook could not be written: {error}")
+
+    def _timestamp(self, folder: Path, student: str) -> Any:
+        from nbgrader.utils import parse_utc
+
+        path = folder / TIMESTAMP_FILE
+        if not path.is_file():
+            return None
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        try:
+            return parse_utc(text) if text else None
+        except (ValueError, OverflowError):
+            self.warnings.append(f"{student}: {path} does not hold a date ({text[:40]!r}); "
+                                 "graded as submitted on time.")
+            return None
+
+    def _late_penalty(self, student: str) -> None:
+        """nbgrader's configured late-submission plugin decides the penalty, as in autograde."""
+        from nbgrader.preprocessors import AssignLatePenalties
+
+        gradebook = self._gradebook
+        submission = gradebook.find_submission(self.ps, student)
+        notebook = gradebook.find_submission_notebook(self.ps, self.ps, student)
+        notebook.late_submission_penalty = None
+        if submission.total_seconds_late > 0:
+            assigner = AssignLatePenalties(config=self.course.config())
+            assigner.init_plugin()
+            penalty = assigner.plugin_inst.late_submission_penalty(
+                student, notebook.score, submission.total_seconds_late)
+            if penalty is not None:
+                notebook.late_submission_penalty = min(max(penalty, 0), notebook.score)
+        gradebook.db.commit()
+
+    def _comment(self, answer_id: str, report: GradeReport) -> str | None:
+        """The feedback of the tests that check this answer cell, one line each."""
+        if report.status != "graded":
+            return f"Not graded: {report.error}"
+        lines = []
+        for test in report.tests:
+            if self._answer_of_test.get(test.id) != answer_id:
+                continue
+            if test.status == PASSED:
+                lines.append(f"{test.id}: passed ({test.points:g}/{test.max_points:g}).")
+            else:
+                named = f" Likely mistake: {test.diagnosis}." if test.diagnosis else ""
+                lines.append(f"{test.id}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
+        problems = [f"Running this cell failed: {problem.message}" for problem in report.cell_problems
+                    if problem.cell == answer_id]
+        return "\n".join(problems + lines) or None
+
+    def _write_autograded(self, report: GradeReport, folder: Path, student: str) -> None:
+        target = self.target.autograded / student / self.ps
+        target.mkdir(parents=True, exist_ok=True)
+        notebook = autograded_notebook(self._source, report, _submitted_answers(folder, self.ps))
+        import nbformat
+
+        temporary = target / f".{self.ps}.ipynb.tmp"
+        nbformat.write(nbformat.from_dict(notebook), temporary)
+        temporary.replace(target / f"{self.ps}.ipynb")
+        stamp = folder / TIMESTAMP_FILE
+        if stamp.is_file():
+            (target / TIMESTAMP_FILE).write_bytes(stamp.read_bytes()[:200])
+
+
+def _answer_cell_of_each_test(source: Any) -> dict[str, str]:
+    """Each test cell's answer cell: the nearest answer cell above it."""
+    owner: dict[str, str] = {}
+    current: str | None = None
+    for cell in source.cells:
+        meta = nbgrader_metadata(cell)
+        if meta.get("solution") and grade_id(cell):
+            current = grade_id(cell)
+        elif meta.get("grade") and grade_id(cell) and current is not None:
+            owner[grade_id(cell)] = current
+    return owner
+
+
+def _submitted_answers(folder: Path, ps: str) -> dict[str, str]:
+    """The student's answer cells, by id (empty when the notebook is unreadable)."""
+    candidates = [folder / f"{ps}.ipynb", *sorted(folder.glob("*.ipynb"))]
+    for path in candidates:
+        if path.is_file():
+            try:
+                notebook = read_notebook(path)
+            except NotebookError:
+                return {}
+            answers: dict[str, str] = {}
+            for cell in notebook.cells:
+                cell_id = grade_id(cell)
+                if cell_id and nbgrader_metadata(cell).get("solution") and cell_id not in answers:
+                    answers[cell_id] = cell.get("source", "")
+            return answers
+    return {}
+
+
+def _without_hidden_tests(source: str) -> str:
+    kept, hidden, dropped = [], False, 0
+    for line in source.split("\n"):
+        if BEGIN_HIDDEN.match(line):
+            hidden = True
+        elif END_HIDDEN.match(line):
+            hidden = False
+            kept.append(f"# ({dropped} lines of hidden tests ran in the grader)")
+            dropped = 0
+        elif hidden:
+            dropped += 1
+        else:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def autograded_notebook(source: Any, report: GradeReport, answers: dict[str, str]) -> dict[str, Any]:
+    """The notebook formgrader and ``generate_feedback`` read: the source's cells, the student's
+    answers, and each test cell's verdict as its output.  No solution, no hidden test code."""
+    from autograder.notebook import strip_solution_markers
+
+    results = {test.id: test for test in report.tests}
+    problems: dict[str, list[str]] = {}
+    for problem in report.cell_problems:
+        problems.setdefault(problem.cell, []).append(problem.message)
+    cells = []
+    for cell in source.cells:
+        meta = nbgrader_metadata(cell)
+        cell_id = grade_id(cell)
+        new = {"cell_type": cell.cell_type, "metadata": dict(cell.get("metadata", {})),
+               "source": cell.source}
+        if meta.get("solution") and cell_id:
+            new["source"] = answers.get(cell_id, "")
+        elif cell.cell_type == "code":
+            new["source"] = strip_solution_markers(_without_hidden_tests(cell.source))
+        if cell.cell_type == "code":
+            new["execution_count"] = None
+            new["outputs"] = _outputs(results.get(cell_id or ""), problems.get(cell_id or "", []), report)
+        if "id" in cell:
+            new["id"] = cell["id"]
+        cells.append(new)
+    return {"nbformat": 4, "nbformat_minor": source.get("nbformat_minor", 5),
+            "metadata": dict(source.get("metadata", {})), "cells": cells}
+
+
+def _outputs(result: Any, problems: list[str], report: GradeReport) -> list[dict[str, Any]]:
+    outputs: list[dict[str, Any]] = []
+    for message in problems:
+        outputs.append({"output_type": "error", "ename": "CellError", "evalue": message, "traceback": [message]})
+    if result is None:
+        return outputs
+    if result.output:
+        outputs.append({"output_type": "stream", "name": "stdout", "text": result.output})
+    if report.status != "graded":
+        text = f"Not graded: {report.error}"
+        outputs.append({"output_type": "error", "ename": "NotGraded", "evalue": text, "traceback": [text]})
+    elif result.status != PASSED:
+        lines = [result.message.strip()] + ([f"Likely mistake: {result.diagnosis}"] if result.diagnosis else [])
+        outputs.append({"output_type": "error", "ename": result.status.capitalize(),
+                        "evalue": lines[0], "traceback": lines})
+    else:
+        outputs.append({"output_type": "stream", "name": "stdout",
+                        "text": f"Passed: {result.points:g}/{result.max_points:g} points\n"})
+    return outputs

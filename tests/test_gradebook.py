@@ -1,0 +1,223 @@
+"""Our grades in nbgrader's gradebook: nbgrader's own commands read them back.
+
+A class with correct, wrong, late, broken and missing submissions is graded by
+``autograder grade``; then ``nbgrader export``, ``nbgrader generate_feedback`` and the API
+behind formgrader must show exactly the scores of our reports, the late penalty nbgrader is
+configured with, and a manual override that survives a regrade.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
+from autograder.notebook import read_notebook
+
+from conftest import ROOT
+
+PS = "ps05_derivatives"
+BIN = Path(sys.executable).parent
+DUE = "2026-01-10 17:00:00 UTC"
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    return result
+
+
+def autograder(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run([str(BIN / "autograder"), *args], cwd)
+
+
+def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = run([str(BIN / "nbgrader"), *args], cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def write_submission(course: Path, student: str, notebook, timestamp: str | None) -> None:
+    folder = course / "submitted" / student / PS
+    folder.mkdir(parents=True)
+    if notebook is not None:
+        if isinstance(notebook, str):
+            (folder / f"{PS}.ipynb").write_text(notebook)
+        else:
+            nbformat.write(notebook, folder / f"{PS}.ipynb")
+    if timestamp is not None:
+        (folder / "timestamp.txt").write_text(timestamp)
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    """A course folder with its own gradebook, a due date, nbgrader's zero late penalty, and
+    a class of six, graded once by ``autograder grade``."""
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    with (course / "nbgrader_config.py").open("a") as config:
+        config.write('\nc.LateSubmissionPlugin.penalty_method = "zero"\n')
+    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    shutil.copytree(ROOT / "release" / PS, course / "release" / PS)
+    nbgrader("db", "assignment", "add", PS, f"--duedate={DUE}", cwd=course)
+
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    solution = with_answers(release, solution_answers(source))
+    mistake = load_catalogue(ROOT / "source" / PS / "mistakes.toml")[0]
+    write_submission(course, "ada", solution, "2026-01-09 12:00:00.000000 UTC")
+    write_submission(course, "bob", mistake_notebook(release, source, mistake), "2026-01-10 16:59:00 UTC")
+    write_submission(course, "cy", solution, "2026-01-12 08:30:00.000000 UTC")  # late
+    write_submission(course, "dee", '{"cells": [ {"cell_type": ', "2026-01-09 10:00:00 UTC")  # broken
+    write_submission(course, "eve", release, None)  # untouched, no timestamp
+    write_submission(course, "fay", None, "2026-01-09 10:00:00 UTC")  # folder without a notebook
+
+    result = autograder("grade", PS, cwd=course)
+    assert result.returncode == 3, result.stdout + result.stderr  # dee and fay cannot be graded
+    reports = {path.stem: json.loads(path.read_text()) for path in (course / "reports" / PS).glob("*.json")}
+    return course, reports, mistake
+
+
+def exported(course: Path) -> dict[str, dict[str, str]]:
+    target = course / "grades.csv"
+    target.unlink(missing_ok=True)
+    nbgrader("export", "--to", str(target), cwd=course)
+    with target.open() as handle:
+        return {row["student_id"]: row for row in csv.DictReader(handle) if row["assignment"] == PS}
+
+
+def test_nbgrader_export_shows_our_scores(graded_class):
+    course, reports, _ = graded_class
+    rows = exported(course)
+    assert set(rows) == set(reports) == {"ada", "bob", "cy", "dee", "eve", "fay"}
+    for student, report in reports.items():
+        row = rows[student]
+        assert float(row["raw_score"]) == pytest.approx(report["score"]), student
+        assert float(row["max_score"]) == pytest.approx(report["max_score"]) == 20
+    assert float(rows["ada"]["score"]) == 20 and float(rows["ada"]["late_submission_penalty"]) == 0
+    assert 0 < float(rows["bob"]["score"]) < 20
+    # Late: the same raw score as ada, and nbgrader's configured penalty ("zero") applied.
+    assert float(rows["cy"]["raw_score"]) == 20
+    assert float(rows["cy"]["late_submission_penalty"]) == 20 and float(rows["cy"]["score"]) == 0
+    assert rows["cy"]["timestamp"].startswith("2026-01-12 08:30:00")
+    assert rows["ada"]["duedate"].startswith("2026-01-10 17:00:00")
+    for student in ("dee", "eve", "fay"):
+        assert float(rows[student]["score"]) == 0
+
+
+def test_per_cell_scores_and_comments_are_in_the_gradebook(graded_class):
+    from nbgrader.api import Gradebook
+
+    course, reports, mistake = graded_class
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "math-for-ml") as gradebook:
+        for student, report in reports.items():
+            notebook = gradebook.find_submission_notebook(PS, PS, student)
+            points = {grade.name: grade.auto_score for grade in notebook.grades}
+            assert points == {test["id"]: test["points"] for test in report["tests"]}, student
+            flagged = {grade.name for grade in notebook.grades if grade.needs_manual_grade}
+            # A notebook we could not grade goes to a person; graded ones do not.
+            assert flagged == (set(points) if report["status"] != "graded" else set()), student
+        bob = gradebook.find_submission_notebook(PS, PS, "bob")
+        comment = gradebook.find_comment(mistake.cell, PS, PS, "bob").auto_comment
+        failed = [test for test in reports["bob"]["tests"] if test["status"] != "passed"]
+        assert failed and all(test["id"] in comment for test in failed)
+        assert mistake.feedback[0].lower() in comment.lower()
+        assert bob.score == pytest.approx(reports["bob"]["score"])
+        assert "Not graded" in gradebook.find_comment(mistake.cell, PS, PS, "dee").auto_comment
+
+
+def test_autograded_notebooks_feed_nbgrader_feedback_without_hidden_tests(graded_class):
+    course, reports, _ = graded_class
+    for student in reports:
+        assert (course / "autograded" / student / PS / f"{PS}.ipynb").is_file(), student
+    assert (course / "autograded" / "cy" / PS / "timestamp.txt").read_text().startswith("2026-01-12")
+    nbgrader("generate_feedback", PS, cwd=course)
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    hidden_lines, visible_lines = set(), set()
+    for cell in source.cells:
+        lines = cell.source.split("\n")
+        hidden = _hidden_indices(cell.source)
+        hidden_lines |= {lines[index].strip() for index in hidden}
+        visible_lines |= {line.strip() for index, line in enumerate(lines) if index not in hidden}
+    visible = "\n".join(visible_lines)  # what every student may see, markdown included
+    hidden_lines = {line for line in hidden_lines if len(line) > 20 and line not in visible}
+    assert hidden_lines
+    for student, report in reports.items():
+        page = (course / "feedback" / student / PS / f"{PS}.html").read_text()
+        after_penalty = 0.0 if student == "cy" else report["score"]  # nbgrader shows the penalty
+        assert f"Score: {after_penalty:.1f} / 20.0" in page, student
+        submitted = course / "submitted" / student / PS / f"{PS}.ipynb"
+        own = json.dumps(submitted.read_text()) if submitted.is_file() else ""
+        # A line the student wrote themselves may appear; no other hidden-test line may.
+        leaked = [line for line in hidden_lines if line in page and json.dumps(line)[1:-1] not in own]
+        assert not leaked, (student, leaked[:3])
+
+
+def _hidden_indices(source: str) -> set[int]:
+    indices, inside = set(), False
+    for index, line in enumerate(source.split("\n")):
+        if line.strip() == "### BEGIN HIDDEN TESTS":
+            inside = True
+        elif line.strip() == "### END HIDDEN TESTS":
+            inside = False
+        elif inside:
+            indices.add(index)
+    return indices
+
+
+def test_formgrader_sees_our_grades_and_a_manual_grade_survives_regrading(graded_class):
+    from nbgrader.api import Gradebook
+    from nbgrader.apps.api import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    course, reports, _ = graded_class
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    config.CourseDirectory.root = str(course)
+    api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    # What formgrader's "Manage submissions" page lists.
+    listed = {row["student"]: row for row in api.get_submissions(PS)}
+    assert listed["bob"]["score"] == pytest.approx(reports["bob"]["score"])
+    assert listed["bob"]["autograded"] and listed["bob"]["needs_manual_grade"] is False
+    assert listed["dee"]["needs_manual_grade"] is True
+
+    # A grader gives dee's first exercise full marks by hand, as formgrader does.
+    first = reports["dee"]["tests"][0]
+    url = f"sqlite:///{course / 'gradebook.db'}"
+    with Gradebook(url, "math-for-ml") as gradebook:
+        grade = gradebook.find_grade(first["id"], PS, PS, "dee")
+        grade.manual_score = first["max_points"]
+        grade.needs_manual_grade = False
+        gradebook.db.commit()
+    result = autograder("grade", PS, "--regrade", cwd=course)
+    assert result.returncode == 3, result.stdout + result.stderr
+    rows = exported(course)
+    assert float(rows["dee"]["score"]) == first["max_points"]
+    assert float(rows["ada"]["score"]) == 20 and float(rows["cy"]["score"]) == 0
+    with Gradebook(url, "math-for-ml") as gradebook:
+        assert len(gradebook.assignment_submissions(PS)) == 6  # a regrade adds no rows
+
+
+def test_another_database_and_opting_out(tmp_path):
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    write_submission(course, "ada", release, None)
+    other = tmp_path / "elsewhere.db"
+    result = autograder("grade", PS, "--db", f"sqlite:///{other}", cwd=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert other.is_file() and not (course / "gradebook.db").exists()
+    result = autograder("grade", PS, "--no-gradebook", "--regrade", "--reports", str(tmp_path / "r"), cwd=course)
+    assert result.returncode == 0 and not (course / "gradebook.db").exists()
+    result = autograder("grade", PS, "--db", "nosuchdb://x", "--regrade", cwd=course)
+    assert result.returncode == 2 and "gradebook" in result.stderr and "Traceback" not in result.stderr
