@@ -170,7 +170,7 @@ def grade_batch(
                 continue
             report = GradeReport.from_dict(data)
             write_student_files(report, reports, submissions[index].student)
-            done[index] = report
+            done[index] = report.summary()
             if progress:
                 progress(len(done), len(submissions), report)
     finally:

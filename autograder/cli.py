@@ -116,7 +116,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
             print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
             record(report)
 
-        previous = [GradeReport.read_json(reports / f"{s.student}.json") for s in done]
+        previous = [GradeReport.read_json(reports / f"{s.student}.json").summary() for s in done]
         for report in previous:
             record(report)  # a run killed before recording them left them out
         todo = [submission for submission in submissions if submission not in done]

@@ -154,6 +154,7 @@ class GradebookWriter:
             comment.auto_comment = self._comment(comment.name, report)
         gradebook.db.commit()
         self._late_penalty(student)
+        gradebook.db.expunge_all()  # a batch of thousands keeps no rows in memory
         try:
             self._write_autograded(report, folder, student)
         except (OSError, NotebookError) as error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,12 @@ class GradeReport:
     @property
     def all_passed(self) -> bool:
         return self.status == "graded" and all(test.status == PASSED for test in self.tests)
+
+    def summary(self) -> "GradeReport":
+        """A copy without charts and captured output: what a class summary needs, so a batch of
+        thousands holds little in memory."""
+        tests = [replace(test, figures=[], output="") for test in self.tests]
+        return replace(self, tests=tests)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,10 +2,14 @@
 
     python bench/bench_grade.py                 # 100 submissions of ps05_derivatives
     python bench/bench_grade.py --n 40 --ps ps05_derivatives --jobs 2
+    python bench/bench_grade.py --n 2000 --competitor-n 100   # a large class
 
 Builds N honest submissions (the solution, the untouched release and every catalogued mistake,
 in rotation) in a scratch nbgrader course, times both graders on them, checks that they give
-every student the same score, and times `autograder check NOTEBOOK` from a cold start.
+every student the same score, reports throughput and the peak memory of the whole process tree,
+and times `autograder check NOTEBOOK` from a cold start.  With --competitor-n M, nbgrader
+grades only the first M students (at about 2 s a notebook, 2,000 would take over an hour); the
+ratio is then of throughputs, notebooks per second.  Both graders write the gradebook.
 Run it from the activated environment (`python3 run.py shell`).
 """
 
@@ -88,12 +92,15 @@ def rss_kib(pid: int) -> int:
 def peak_memory(command: list[str], cwd: Path) -> tuple[float, float]:
     """Run ``command``; return (seconds, peak total RSS in MiB of it and all its descendants)."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     while process.poll() is None:
         peak = max(peak, sum(rss_kib(pid) for pid in descendants(process.pid)))
         time.sleep(0.05)
-    return time.perf_counter() - started, peak / 1024
+    elapsed = time.perf_counter() - started
+    if process.returncode not in (0, 1):
+        sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{process.stderr.read().decode()[-3000:]}")
+    return elapsed, peak / 1024
 
 
 def nbgrader_scores(course: Path, ps: str, students: list[str]) -> dict[str, float]:
@@ -107,38 +114,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100, help="submissions (default 100)")
     parser.add_argument("--ps", default="ps05_derivatives")
-    parser.add_argument("--jobs", type=int, default=None, help="autograder --jobs (default: two per core)")
+    parser.add_argument("--jobs", type=int, default=None, help="autograder --jobs (default: one per core)")
+    parser.add_argument("--competitor-n", type=int, default=None,
+                        help="submissions nbgrader grades: the first M of the N (default: all N)")
     parser.add_argument("--memory", action="store_true", help="also compare peak memory for N and 4N submissions")
     args = parser.parse_args()
+    competitor_n = min(args.competitor_n or args.n, args.n)
 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-        course = Path(scratch)
-        students = build_class(course, args.ps, args.n)
-        print(f"{args.n} submissions of {args.ps}, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        theirs_course, course = Path(scratch) / "nbgrader", Path(scratch) / "autograder"
+        theirs_course.mkdir()
+        course.mkdir()
+        compared = build_class(theirs_course, args.ps, competitor_n)
+        students = build_class(course, args.ps, args.n)  # the first M are the same notebooks
+        print(f"{args.n} submissions of {args.ps} ({competitor_n} for nbgrader), {os.cpu_count()} cores, "
+              f"Python {sys.version.split()[0]}")
 
-        nbgrader_seconds = run([str(BIN / "nbgrader"), "autograde", args.ps, "--force"], course)
-        theirs = nbgrader_scores(course, args.ps, students)
+        nbgrader_seconds, nbgrader_mib = peak_memory(
+            [str(BIN / "nbgrader"), "autograde", args.ps, "--force"], theirs_course)
+        theirs = nbgrader_scores(theirs_course, args.ps, compared)
 
         command = [str(BIN / "autograder"), "--course", str(course), "grade", args.ps,
                    "--reports", str(course / "reports")]
         if args.jobs:
             command += ["--jobs", str(args.jobs)]
-        ours_seconds = run(command, course)
+        ours_seconds, ours_mib = peak_memory(command, course)
         ours = {student: json.loads((course / "reports" / f"{student}.json").read_text())["score"]
                 for student in students}
 
-        disagreements = {s: (theirs[s], ours[s]) for s in students if abs(theirs[s] - ours[s]) > 1e-9}
+        disagreements = {s: (theirs[s], ours[s]) for s in compared if abs(theirs[s] - ours[s]) > 1e-9}
         notebook = course / "submitted" / students[0] / args.ps / f"{args.ps}.ipynb"
         check = [run([str(BIN / "autograder"), "--course", str(course), "check", str(notebook)], course)
                  for _ in range(5)]
 
     print()
-    print(f"{'grader':<28}{'total s':>10}{'s/notebook':>12}{'notebooks/s':>13}")
-    for name, seconds in (("nbgrader autograde", nbgrader_seconds), ("autograder grade", ours_seconds)):
-        print(f"{name:<28}{seconds:>10.2f}{seconds / args.n:>12.4f}{args.n / seconds:>13.1f}")
-    print(f"\nthroughput ratio (autograder / nbgrader): {nbgrader_seconds / ours_seconds:.1f}x")
+    print(f"{'grader':<22}{'notebooks':>10}{'total s':>10}{'s/notebook':>12}{'notebooks/s':>13}{'peak MiB':>10}")
+    rows = (("nbgrader autograde", competitor_n, nbgrader_seconds, nbgrader_mib),
+            ("autograder grade", args.n, ours_seconds, ours_mib))
+    for name, n, seconds, mib in rows:
+        print(f"{name:<22}{n:>10}{seconds:>10.2f}{seconds / n:>12.4f}{n / seconds:>13.1f}{mib:>10.0f}")
+    ratio = (args.n / ours_seconds) / (competitor_n / nbgrader_seconds)
+    print(f"\nthroughput ratio (autograder / nbgrader, notebooks per second): {ratio:.1f}x")
     print(f"identical scores on honest submissions: {'yes' if not disagreements else 'NO'} "
-          f"({args.n - len(disagreements)}/{args.n} agree)")
+          f"({competitor_n - len(disagreements)}/{competitor_n} agree)")
     for student, (a, b) in list(disagreements.items())[:10]:
         print(f"  {student}: nbgrader {a}, autograder {b}")
     print(f"autograder check, cold CLI, end to end: median {statistics.median(check):.2f} s "
