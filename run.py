@@ -12,6 +12,7 @@ reinstall only when ``pyproject.toml`` has changed.  Extra arguments go to the c
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import shutil
@@ -42,18 +43,28 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted)
 
 
-def ensure_browser() -> None:
-    """The page tests drive headless Chromium; install Debian's where we can."""
-    if any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
+def _postgres_installed() -> bool:
+    return bool(shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+def ensure_system_tools() -> None:
+    """The page tests drive headless Chromium, the gradebook tests start a PostgreSQL server;
+    install Debian's where we can."""
+    missing = []
+    if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
+        missing.append("chromium")
+    if not _postgres_installed():
+        missing.append("postgresql")
+    if not missing:
         return
     if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        print("Note: Chromium is not installed, so the page tests will fail. Install it "
-              "(for example `sudo apt-get install chromium`) and run the tests again.", flush=True)
+        print(f"Note: {' and '.join(missing)} not installed, so some tests will fail. Install them "
+              f"(for example `sudo apt-get install {' '.join(missing)}`) and run the tests again.", flush=True)
         return
-    print("Installing Chromium for the page tests (apt-get) ...", flush=True)
+    print(f"Installing {', '.join(missing)} for the tests (apt-get) ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
                    stdout=subprocess.DEVNULL)
 
 
@@ -71,7 +82,7 @@ def main(argv: list[str]) -> int:
     os.environ["VIRTUAL_ENV"] = str(VENV)
     if command == "demo":
         return subprocess.call([str(BIN / "autograder"), "demo", *rest], cwd=ROOT)
-    ensure_browser()
+    ensure_system_tools()
     return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT)
 
 
