@@ -1,0 +1,350 @@
+"""Grading a class on a Dask cluster: ``autograder grade PS --scheduler ADDRESS``.
+
+The same work as :func:`autograder.batch.grade_batch`, spread over the workers of a running
+``dask.distributed`` cluster.  Each Dask task grades one submission with the same confined
+engine as the local pool (:func:`~autograder.batch.grade_submission` with a
+:class:`~autograder.launcher.Launcher`), so a student's report does not depend on where it
+was graded.  Workers need this package installed, and nothing else from this machine: a task
+receives the notebook's bytes and the source notebook's bytes, and returns the report as
+plain data.  Tasks depend on nothing, so Dask spreads them over the workers, and a worker
+that dies concerns only the notebooks it had been given: Dask runs them again on another
+worker, and a notebook whose workers die ``distributed.scheduler.allowed-failures`` + 1
+times gets an error report.
+
+Every Dask worker process keeps its launchers (one per task it runs at once: one with
+``--nthreads 1``, which is what grading wants) and the source notebooks it has loaded (by
+content hash), so a worker template starts once per process, not once per submission.
+
+Dask is imported only inside functions: the CLI imports this module, and
+:class:`ClusterError` must be usable where Dask is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import autograder
+from autograder.batch import (Submission, _failed_report, grade_submission, write_class_page,
+                              write_student_files)
+from autograder.launcher import Launcher
+from autograder.notebook import SourceNotebook
+from autograder.report import GradeReport
+from autograder.session import Limits
+
+INSTALL = "pip install 'autograder[cluster]'"
+CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
+WORKER_TIMEOUT = 60.0  # seconds to wait for a first worker, once the tasks are submitted
+RETRIES = 1  # for a task that raised outside the grading itself (a worker's disk, say)
+
+
+class ClusterError(Exception):
+    """The cluster cannot be used; ``str(error)`` says why in one or two sentences."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's side: runs inside a Dask worker process.
+
+_lock = threading.Lock()
+_pid = os.getpid()
+_idle: list[Launcher] = []
+_launchers: list[Launcher] = []
+_sources: dict[str, SourceNotebook] = {}
+_MAX_SOURCES = 8
+_graded: deque[dict[str, Any]] = deque(maxlen=1_000)
+
+
+def _forget_state_of_parent() -> None:
+    """After a fork, the parent's launchers (their sockets) are not this process's to use."""
+    global _pid
+    if os.getpid() != _pid:
+        _pid = os.getpid()
+        _idle.clear()
+        _launchers.clear()
+        _sources.clear()
+        _graded.clear()
+
+
+def _close_launchers() -> None:
+    with _lock:
+        if os.getpid() != _pid:
+            return
+        launchers = list(_launchers)
+        _launchers.clear()
+        _idle.clear()
+    for launcher in launchers:
+        with contextlib.suppress(Exception):
+            launcher.__exit__()  # stops the template (and its workers), removes its home
+
+
+@contextlib.contextmanager
+def _borrowed_launcher() -> Iterator[Launcher]:
+    """A warm launcher of this process that no other task is using; kept for the next task."""
+    with _lock:
+        _forget_state_of_parent()
+        if _idle:
+            launcher = _idle.pop()
+        else:
+            launcher = Launcher()
+            launcher.start()
+            if not _launchers:
+                atexit.register(_close_launchers)
+            _launchers.append(launcher)
+    try:
+        yield launcher
+    finally:
+        with _lock:
+            if launcher in _launchers:
+                _idle.append(launcher)
+
+
+def _source_notebook(name: str, data: bytes) -> SourceNotebook:
+    """The source notebook ``name`` with content ``data``, loaded once per process."""
+    key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()
+    with _lock:
+        _forget_state_of_parent()
+        cached = _sources.get(key)
+    if cached is not None:
+        return cached
+    folder = Path(tempfile.mkdtemp(prefix="autograder-source-"))
+    try:
+        path = folder / f"{name}.ipynb"  # SourceNotebook takes the problem set's name from the file's
+        path.write_bytes(data)
+        source = SourceNotebook.load(path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    with _lock:
+        if len(_sources) >= _MAX_SOURCES:
+            _sources.pop(next(iter(_sources)))
+        _sources[key] = source
+    return source
+
+
+def grade_on_worker(source: tuple[str, bytes], notebook_name: str, notebook_data: bytes, student: str,
+                    ps: str, limits: Limits, seed: int | None) -> dict[str, Any]:
+    """The Dask task: grade one submission, given as bytes, in this worker process.
+
+    The notebook is written to a private temporary folder under its own file name (the
+    messages about a broken notebook name the file) and removed afterwards.
+    """
+    started = time.monotonic()
+    source_notebook = _source_notebook(*source)
+    folder = Path(tempfile.mkdtemp(prefix="autograder-submission-"))
+    try:
+        (folder / Path(notebook_name).name).write_bytes(notebook_data)
+        submission = Submission(student, ps, folder)
+        try:
+            with _borrowed_launcher() as launcher:
+                report = grade_submission(source_notebook, submission, limits=limits, launcher=launcher, seed=seed)
+        except Exception as error:  # noqa: BLE001 - one submission never stops the batch
+            report = _failed_report(source_notebook, submission, f"The grader failed on this notebook: {error}")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    _graded.append({"student": student, "ps": ps, "status": report.status, "score": report.score,
+                    "pid": os.getpid(), "host": socket.gethostname(),
+                    "seconds": round(time.monotonic() - started, 3)})
+    return report.to_dict()
+
+
+def worker_version() -> str:
+    """The autograder version of this worker process (checked before a batch)."""
+    return autograder.__version__
+
+
+def worker_facts() -> dict[str, Any]:
+    """What a worker process runs and has done: its autograder version, pid and host, how many
+    launchers it started, and the submissions it graded (``client.run(worker_facts)``)."""
+    with _lock:
+        _forget_state_of_parent()
+        return {"autograder": autograder.__version__, "pid": os.getpid(), "host": socket.gethostname(),
+                "launchers": len(_launchers), "graded": list(_graded)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The client's side: runs in the ``autograder grade`` process.
+
+def _connect(address: str) -> Any:
+    """A client of the scheduler at ``address``, or a :class:`ClusterError` within seconds."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ClusterError(f"Grading on a Dask cluster needs dask.distributed, which is not installed here. "
+                           f"Install it with: {INSTALL}") from None
+    # Ask the address who it is before making a Client: a Client that fails to start (a
+    # malformed address, a server that is not Dask) hangs for seconds when it is collected.
+    try:
+        identity = asyncio.run(asyncio.wait_for(_identity(address), CONNECT_TIMEOUT + 1))
+    except ValueError as error:
+        raise ClusterError(f"{address} is not a Dask scheduler address ({error}); "
+                           "give one like tcp://10.0.0.5:8786.") from None
+    except (OSError, asyncio.TimeoutError):
+        raise ClusterError(f"Could not connect to a Dask scheduler at {address} within {CONNECT_TIMEOUT:g} "
+                           "seconds. Check the address, and that the scheduler is running and "
+                           "reachable from this machine.") from None
+    except Exception as error:  # noqa: BLE001 - whatever answered, it does not speak Dask
+        raise ClusterError(f"Something answers at {address}, but not like a Dask scheduler "
+                           f"({type(error).__name__}: {str(error)[:200]}).") from None
+    kind = identity.get("type") if isinstance(identity, dict) else None
+    if kind != "Scheduler":
+        raise ClusterError(f"{address} is a Dask {kind or 'server'}, not a scheduler; give the scheduler's "
+                           "address (the one `dask worker` connects to).")
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except Exception as error:  # noqa: BLE001 - it answered a moment ago
+        raise ClusterError(f"Could not connect to the Dask scheduler at {address}: "
+                           f"{type(error).__name__}: {error}") from None
+
+
+async def _identity(address: str) -> Any:
+    from distributed.core import rpc
+    from distributed.security import Security
+
+    connection_args = Security().get_connection_args("client")  # TLS settings from Dask's config
+    async with rpc(address, timeout=CONNECT_TIMEOUT, connection_args=connection_args) as scheduler:
+        return await scheduler.identity()
+
+
+def _check_workers(client: Any, address: str) -> None:
+    """Every worker must run this autograder, so that every student is graded alike."""
+    try:
+        client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+    except Exception:  # noqa: BLE001 - distributed raises TimeoutError here
+        raise ClusterError(f"The Dask scheduler at {address} has no workers (waited {WORKER_TIMEOUT:g} seconds). "
+                           f"Start some with: dask worker {address}") from None
+    versions = client.run(worker_version, on_error="return")
+    unable = {worker: version for worker, version in versions.items() if not isinstance(version, str)}
+    if unable:
+        worker, error = next(iter(unable.items()))
+        raise ClusterError(f"{len(unable)} Dask worker(s) of {address} cannot run the autograder "
+                           f"(for example {worker}: {type(error).__name__}: {error}). "
+                           f"Install it on every worker: {INSTALL}")
+    other = {worker: version for worker, version in versions.items() if version != autograder.__version__}
+    if other:
+        worker, version = next(iter(other.items()))
+        raise ClusterError(f"{len(other)} Dask worker(s) of {address} run autograder {version} "
+                           f"(for example {worker}) where this machine runs {autograder.__version__}; "
+                           "install the same version everywhere so that every student is graded alike.")
+
+
+def _task_failure(future: Any) -> str:
+    """Why a task ended without a report, for the student's report."""
+    from distributed import KilledWorker
+
+    if future.cancelled():
+        return ("The cluster cancelled the grading of this notebook (its scheduler may have restarted "
+                "or lost this grader), so it was not graded.")
+    error = future.exception()
+    if isinstance(error, KilledWorker):
+        attempts = int(error.allowed_failures) + 1 if isinstance(error.allowed_failures, int) else 1
+        last = getattr(error.last_worker, "address", error.last_worker)
+        return (f"The cluster worker grading this notebook died while grading it ({attempts} attempt"
+                f"{'' if attempts == 1 else 's'}, the last on {last}), so it was not graded. "
+                "Grading it again is safe.")
+    return f"The grader failed on this notebook on the cluster: {type(error).__name__}: {error}"
+
+
+def grade_batch_on_cluster(
+    address: str,
+    source_path: Path,
+    submissions: list[Submission],
+    reports: Path,
+    *,
+    limits: Limits,
+    seed: int | None = None,
+    progress: Callable[[int, int, GradeReport], None] | None = None,
+) -> list[GradeReport]:
+    """:func:`autograder.batch.grade_batch`, on the Dask cluster whose scheduler is at ``address``.
+
+    Writes ``reports/<student>.json`` and ``.html`` as each finishes, and ``reports/index.html``
+    at the end; every submission gets a report, an ``error`` one when its task failed.
+    Reports come back in the order of ``submissions``.  Raises :class:`ClusterError` when the
+    cluster cannot be used at all (Dask missing, scheduler unreachable, no workers, workers
+    without this autograder).
+    """
+    if not submissions:
+        return []
+    reports.mkdir(parents=True, exist_ok=True)
+    source = SourceNotebook.load(source_path)
+    done: dict[int, GradeReport] = {}
+
+    def finish(index: int, report: GradeReport) -> None:
+        write_student_files(report, reports, submissions[index].student)
+        done[index] = report.summary()  # as grade_batch: memory stays flat over a large class
+        if progress:
+            progress(len(done), len(submissions), report)
+
+    local: list[int] = []
+    remote: dict[int, tuple[Path, bytes]] = {}
+    for index, submission in enumerate(submissions):
+        notebook = submission.notebook()
+        try:
+            if isinstance(notebook, Path):
+                remote[index] = (notebook, notebook.read_bytes())
+                continue
+        except OSError:
+            pass
+        local.append(index)
+    client = _connect(address) if remote else None
+    for index in local:
+        # No notebook, or an unreadable one: the same report as the local pool's, made here
+        # (grade_submission reports both without starting a worker).
+        finish(index, grade_submission(source, submissions[index], limits=limits, launcher=None, seed=seed))
+
+    if client is not None:
+        futures: dict[Any, int] = {}
+        try:
+            from distributed import as_completed
+
+            # Every task carries the source's bytes rather than depending on one task that holds
+            # them: Dask places a task near its dependencies, which would put the class on one
+            # worker at first (and one dying worker would take many notebooks with it).
+            source_file = (source.name, source_path.read_bytes())
+            run = uuid.uuid4().hex[:8]
+            for index, (notebook, data) in remote.items():
+                submission = submissions[index]
+                future = client.submit(grade_on_worker, source_file, notebook.name, data, submission.student,
+                                       submission.ps, limits, seed, retries=RETRIES, pure=False,
+                                       key=f"autograder-grade-{submission.ps}-{submission.student}-{run}")
+                futures[future] = index
+            # Submitted first, so that an adaptive cluster sees work and starts workers.
+            _check_workers(client, address)
+            for future in as_completed(list(futures), loop=client.loop):
+                index = futures[future]
+                try:
+                    if future.status == "finished":
+                        report = GradeReport.from_dict(future.result())
+                        report.notebook = str(remote[index][0])  # not the worker's temporary copy
+                    else:
+                        report = _failed_report(source, submissions[index], _task_failure(future))
+                except Exception as error:  # noqa: BLE001 - one submission never stops the batch
+                    report = _failed_report(source, submissions[index],
+                                            f"The cluster's result for this notebook could not be read: {error}")
+                future.release()
+                finish(index, report)
+        finally:
+            # Normally nothing is left; after Ctrl-C or an error, nothing more is graded for us.
+            pending = [future for future in futures if not future.done()]
+            if pending:
+                with contextlib.suppress(Exception):
+                    client.cancel(pending)
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+
+    for index, submission in enumerate(submissions):
+        if index not in done:
+            finish(index, _failed_report(source, submission, "The cluster returned no result for this notebook."))
+    ordered = [done[index] for index in range(len(submissions))]
+    write_class_page(ordered, reports)
+    return ordered
