@@ -21,7 +21,7 @@ def leaked_worker_processes() -> list[str]:
     workers of a grader that is still running (perhaps another one on this machine)."""
     import subprocess
 
-    rows = subprocess.run(["ps", "-eo", "uid=,pid=,ppid=,args="], capture_output=True, text=True).stdout
+    rows = subprocess.run(["ps", "-ww", "-eo", "uid=,pid=,ppid=,args="], capture_output=True, text=True).stdout
     processes = [line.split(None, 3) for line in rows.splitlines() if len(line.split(None, 3)) == 4]
     supervisors = {pid for _, pid, _, args in processes if "autograder.worker.template" in args}
     return [" ".join(row) for row in processes if int(row[0]) >= 100_000 and row[2] not in supervisors]

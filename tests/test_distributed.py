@@ -37,7 +37,7 @@ GRADE_KEY = "autograder-grade-"  # the prefix of the grading tasks' keys
 
 def _process_table() -> dict[int, tuple[int, str, str]]:
     """pid -> (ppid, state, command line)."""
-    rows = subprocess.run(["ps", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True).stdout
+    rows = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True).stdout
     table = {}
     for row in rows.splitlines():
         parts = row.split(None, 3)
