@@ -150,7 +150,9 @@ def grade_batch(
     source = SourceNotebook.load(source_path)
     # Forking this process is quick, and it holds no student data.
     context = multiprocessing.get_context("fork")
-    tasks, results = context.Queue(), context.Queue()
+    # Results wait in a short queue: when this process falls behind (writing the gradebook),
+    # the graders pause instead of piling up reports in memory.
+    tasks, results = context.Queue(), context.Queue(maxsize=4 * jobs)
     for item in enumerate(submissions):
         tasks.put(item)
     for _ in range(jobs):

@@ -96,12 +96,22 @@ class GradebookWriter:
     def __enter__(self) -> "GradebookWriter":
         from nbgrader.api import Gradebook, MissingEntry
 
+        from nbgrader.preprocessors import AssignLatePenalties
+
         logging.getLogger("traitlets").setLevel(logging.WARNING)
         _nbgrader_on_path()
+        assigner = AssignLatePenalties(config=self.course.config())
+        assigner.init_plugin()  # c.AssignLatePenalties.plugin_class, c.LateSubmissionPlugin.*
+        self._plugin = assigner.plugin_inst
         try:
             if not self._registered(Gradebook, MissingEntry):
                 register_assignment(self.course, self.ps, self.target)
             self._gradebook = Gradebook(self.target.db_url, self.target.course_id)
+            notebook = self._gradebook.find_notebook(self.ps, self.ps)
+            self._notebook_id = notebook.id
+            cells = [*notebook.grade_cells, *notebook.solution_cells, *notebook.task_cells]
+            self._cell_names = {cell.id: cell.name for cell in cells}
+            self._students = {student.id for student in self._gradebook.students}
         except Exception as error:  # noqa: BLE001 - any database failure becomes one sentence
             raise GradebookError(
                 f"The gradebook {self.target.db_url} could not be opened: {error}. "
@@ -132,29 +142,34 @@ class GradebookWriter:
         autograded notebook.  Recording the same report again changes nothing."""
         gradebook = self._gradebook
         student = report.student or folder.parent.name
-        gradebook.update_or_create_student(student)
+        if student not in self._students:
+            gradebook.update_or_create_student(student)
+            self._students.add(student)
         timestamp = self._timestamp(folder, student)
-        if timestamp is not None:
-            gradebook.update_or_create_submission(self.ps, student, timestamp=timestamp)
-        else:
-            gradebook.update_or_create_submission(self.ps, student)
+        extra = {"timestamp": timestamp} if timestamp is not None else {}
+        # nbgrader builds a new submission's rows before adding them to the session; flushing
+        # half-built rows on the way only makes SQLAlchemy warn.
+        with gradebook.db.no_autoflush:
+            submission = gradebook.update_or_create_submission(self.ps, student, **extra)
+        notebook = next(nb for nb in submission.notebooks if nb.notebook_id == self._notebook_id)
         graded = report.status == "graded"
         results = {test.id: test for test in report.tests}
-        notebook = gradebook.find_submission_notebook(self.ps, self.ps, student)
+        score = 0.0
         for grade in notebook.grades:
-            result = results.get(grade.name)
+            result = results.get(self._cell_names.get(grade.cell_id))
             if result is None:
                 # A cell we do not grade (a written answer): formgrader asks a person.
                 grade.needs_manual_grade = grade.manual_score is None
-                continue
-            grade.auto_score = result.points
-            # As nbgrader does: a score someone already overrode is flagged for review again.
-            grade.needs_manual_grade = grade.manual_score is not None or not graded
+            else:
+                grade.auto_score = result.points
+                # As nbgrader does: a score someone already overrode is flagged for review again.
+                grade.needs_manual_grade = grade.manual_score is not None or not graded
+            kept = grade.manual_score if grade.manual_score is not None else grade.auto_score
+            score += kept or 0.0
         for comment in notebook.comments:
-            comment.auto_comment = self._comment(comment.name, report)
+            comment.auto_comment = self._comment(self._cell_names.get(comment.cell_id), report)
+        notebook.late_submission_penalty = self._late_penalty(student, score, submission.total_seconds_late)
         gradebook.db.commit()
-        self._late_penalty(student)
-        gradebook.db.expunge_all()  # a batch of thousands keeps no rows in memory
         try:
             self._write_autograded(report, folder, student)
         except (OSError, NotebookError) as error:
@@ -174,24 +189,14 @@ class GradebookWriter:
                                  "graded as submitted on time.")
             return None
 
-    def _late_penalty(self, student: str) -> None:
+    def _late_penalty(self, student: str, score: float, seconds_late: float) -> float | None:
         """nbgrader's configured late-submission plugin decides the penalty, as in autograde."""
-        from nbgrader.preprocessors import AssignLatePenalties
+        if seconds_late <= 0:
+            return None
+        penalty = self._plugin.late_submission_penalty(student, score, seconds_late)
+        return None if penalty is None else min(max(penalty, 0), score)
 
-        gradebook = self._gradebook
-        submission = gradebook.find_submission(self.ps, student)
-        notebook = gradebook.find_submission_notebook(self.ps, self.ps, student)
-        notebook.late_submission_penalty = None
-        if submission.total_seconds_late > 0:
-            assigner = AssignLatePenalties(config=self.course.config())
-            assigner.init_plugin()
-            penalty = assigner.plugin_inst.late_submission_penalty(
-                student, notebook.score, submission.total_seconds_late)
-            if penalty is not None:
-                notebook.late_submission_penalty = min(max(penalty, 0), notebook.score)
-        gradebook.db.commit()
-
-    def _comment(self, answer_id: str, report: GradeReport) -> str | None:
+    def _comment(self, answer_id: str | None, report: GradeReport) -> str | None:
         """The feedback of the tests that check this answer cell, one line each."""
         if report.status != "graded":
             return f"Not graded: {report.error}"

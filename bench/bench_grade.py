@@ -91,15 +91,17 @@ def rss_kib(pid: int) -> int:
 
 def peak_memory(command: list[str], cwd: Path) -> tuple[float, float]:
     """Run ``command``; return (seconds, peak total RSS in MiB of it and all its descendants)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        peak = max(peak, sum(rss_kib(pid) for pid in descendants(process.pid)))
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    if process.returncode not in (0, 1):
-        sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{process.stderr.read().decode()[-3000:]}")
+    with tempfile.TemporaryFile() as log:  # a pipe nobody reads would fill up and stall the command
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, sum(rss_kib(pid) for pid in descendants(process.pid)))
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        if process.returncode not in (0, 1, 3):
+            log.seek(0)
+            sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{log.read().decode()[-3000:]}")
     return elapsed, peak / 1024
 
 
