@@ -137,7 +137,7 @@ def test_per_cell_scores_and_comments_are_in_the_gradebook(graded_class):
 def test_autograded_notebooks_feed_nbgrader_feedback_without_hidden_tests(graded_class):
     course, reports, _ = graded_class
     for student in reports:
-        assert (course / "autograded" / student / PS / f"{PS}.ipynb").is_file(), student
+        nbformat.validate(nbformat.read(course / "autograded" / student / PS / f"{PS}.ipynb", as_version=4))
     assert (course / "autograded" / "cy" / PS / "timestamp.txt").read_text().startswith("2026-01-12")
     nbgrader("generate_feedback", PS, cwd=course)
     source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
