@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,21 @@ def register_assignment(course: Course, ps: str, target: GradebookTarget) -> Non
     nbgrader's own ``generate_assignment`` (into a scratch folder; ``release/`` is untouched)."""
     import tempfile
 
-    from autograder.release import generate_release
+    from autograder.release import ReleaseError, generate_release
 
     _nbgrader_on_path()
     with tempfile.TemporaryDirectory(prefix="autograder-register-") as scratch:
-        generate_release(course, ps, Path(scratch), db_url=target.db_url)
+        try:
+            generate_release(course, ps, Path(scratch), db_url=target.db_url)
+        except ReleaseError as error:
+            reasons = re.findall(r"^\s*\w*(?:Error|Exception): (.+)$", str(error), flags=re.M)
+            reason = (reasons[-1] if reasons else str(error).strip().splitlines()[-1]).rstrip(".")
+            raise GradebookError(
+                f"nbgrader could not record this version of {ps} in the gradebook {target.db_url}: {reason}. "
+                "nbgrader keeps a problem set's graded cells fixed once it has submissions: restore the "
+                "cells' ids, or remove the old grades with `nbgrader db assignment remove "
+                f"{ps} --force` and grade again (or grade with --no-gradebook)."
+            ) from None
 
 
 class GradebookWriter:
@@ -113,6 +124,8 @@ class GradebookWriter:
             cells = [*notebook.grade_cells, *notebook.solution_cells, *notebook.task_cells]
             self._cell_names = {cell.id: cell.name for cell in cells}
             self._students = {student.id for student in self._gradebook.students}
+        except GradebookError:
+            raise
         except Exception as error:  # noqa: BLE001 - any database failure becomes one sentence
             raise GradebookError(
                 f"The gradebook {self.target.db_url} could not be opened: {error}. "

@@ -221,3 +221,35 @@ def test_another_database_and_opting_out(tmp_path):
     assert result.returncode == 0 and not (course / "gradebook.db").exists()
     result = autograder("grade", PS, "--db", "nosuchdb://x", "--regrade", cwd=course)
     assert result.returncode == 2 and "gradebook" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_renaming_a_graded_cell_after_grading_says_what_to_do(tmp_path):
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    write_submission(course, "ada", read_notebook(ROOT / "release" / PS / f"{PS}.ipynb"), None)
+    assert autograder("grade", PS, cwd=course).returncode == 0
+    path = course / "source" / PS / f"{PS}.ipynb"
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        metadata = cell["metadata"].get("nbgrader", {})
+        if metadata.get("grade_id") == "test_newton_1d":
+            metadata["grade_id"] = "test_newton_one_dimension"
+    path.write_text(json.dumps(notebook))
+
+    result = autograder("grade", PS, "--regrade", cwd=course)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "Cannot add or remove cells" in result.stderr
+    assert f"nbgrader db assignment remove {PS} --force" in result.stderr
+    nbgrader("db", "assignment", "remove", PS, "--force", cwd=course)
+    result = autograder("grade", PS, "--regrade", cwd=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test_newton_one_dimension" in exported_cells(course)
+
+
+def exported_cells(course: Path) -> set[str]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "math-for-ml") as gradebook:
+        return {grade.name for grade in gradebook.find_submission_notebook(PS, PS, "ada").grades}
