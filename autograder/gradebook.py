@@ -139,16 +139,19 @@ class GradebookWriter:
             self._gradebook = None
 
     def _registered(self, gradebook_class: Any, missing: type[Exception]) -> bool:
-        """Whether the gradebook knows this problem set's notebook and every graded cell."""
+        """Whether the gradebook knows this problem set's notebook and every graded cell, with
+        its current points."""
         from autograder.notebook import SourceNotebook
 
-        wanted = set(SourceNotebook.load(self.course.source_notebook(self.ps)).test_ids)
+        source = SourceNotebook.load(self.course.source_notebook(self.ps))
+        wanted = {test_id: source.points(test_id) for test_id in source.test_ids}
         with gradebook_class(self.target.db_url, self.target.course_id) as gradebook:
             try:
                 notebook = gradebook.find_notebook(self.ps, self.ps)
             except missing:
                 return False
-            return wanted <= {cell.name for cell in notebook.grade_cells}
+            known = {cell.name: cell.max_score for cell in notebook.grade_cells}
+            return all(name in known and float(known[name]) == points for name, points in wanted.items())
 
     # Writing ------------------------------------------------------------------------------
     def record(self, report: GradeReport, folder: Path) -> None:

@@ -247,6 +247,17 @@ def test_renaming_a_graded_cell_after_grading_says_what_to_do(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test_newton_one_dimension" in exported_cells(course)
 
+    # Changing a test's points is allowed: the gradebook follows.
+    notebook = json.loads(path.read_text())
+    for cell in notebook["cells"]:
+        metadata = cell["metadata"].get("nbgrader", {})
+        if metadata.get("grade_id") == "test_newton_one_dimension":
+            metadata["points"] = metadata["points"] + 2
+    path.write_text(json.dumps(notebook))
+    result = autograder("grade", PS, "--regrade", cwd=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert float(exported(course)["ada"]["max_score"]) == 22
+
 
 def exported_cells(course: Path) -> set[str]:
     from nbgrader.api import Gradebook
