@@ -94,7 +94,8 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     if done:
         print(f"{len(done)} of {len(submissions)} submissions already have a report newer than the notebook; "
               "grading the rest (--regrade grades all again).", file=sys.stderr)
-    folders = {submission.student: submission.folder for submission in submissions}
+    by_name = {submission.student: submission for submission in submissions}
+    limits = _limits(course, args)
     with contextlib.ExitStack() as stack:
         gradebook = None
         if not getattr(args, "no_gradebook", False):
@@ -103,35 +104,29 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
             target = GradebookTarget.for_course(course, submitted, getattr(args, "db", None))
             gradebook = stack.enter_context(GradebookWriter(course, ps, target))
 
-        def record(report: GradeReport) -> None:
-            if gradebook is None:
-                return
-            try:
-                gradebook.record(report, folders[report.student])
-            except Exception as error:  # noqa: BLE001 - the report is on disk; a rerun records it
-                gradebook.warnings.append(f"{report.student}: not recorded in the gradebook: {error}")
-
         def progress(number: int, total: int, report) -> None:
             state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
             print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
-            record(report)
+            if gradebook is not None:
+                gradebook.record(report, by_name[report.student])
 
         previous = [GradeReport.read_json(reports / f"{s.student}.json").summary() for s in done]
-        for report in previous:
-            record(report)  # a run killed before recording them left them out
+        if gradebook is not None:
+            for report in previous:
+                gradebook.record(report, by_name[report.student])  # a killed run may have left them out
         todo = [submission for submission in submissions if submission not in done]
         scheduler = getattr(args, "scheduler", None)
         if scheduler:
             from autograder.distributed import ClusterError, grade_batch_on_cluster
 
             try:
-                graded = grade_batch_on_cluster(scheduler, source_path, todo, reports,
-                                                limits=_limits(course, args), seed=args.seed, progress=progress)
+                graded = grade_batch_on_cluster(scheduler, source_path, todo, reports, limits=limits,
+                                                seed=args.seed, progress=progress)
             except ClusterError as error:
                 raise UsageError(str(error)) from error
         else:
-            graded = grade_batch(source_path, todo, reports, limits=_limits(course, args),
-                                 seed=args.seed, jobs=getattr(args, "jobs", None), progress=progress)
+            graded = grade_batch(source_path, todo, reports, limits=limits, seed=args.seed,
+                                 jobs=getattr(args, "jobs", None), progress=progress)
     by_student = {report.student: report for report in [*previous, *graded]}
     results = [by_student[submission.student] for submission in submissions]
     write_class_page(results, reports)

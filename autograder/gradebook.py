@@ -18,18 +18,21 @@ the late penalty is nbgrader's configured ``LateSubmissionPlugin``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograder.batch import Submission
 from autograder.course import Course
-from autograder.notebook import (BEGIN_HIDDEN, END_HIDDEN, NotebookError, grade_id, nbgrader_metadata,
-                                 read_notebook)
+from autograder.notebook import (NotebookError, SourceNotebook, grade_id, nbgrader_metadata, read_notebook,
+                                 split_hidden_tests, strip_solution_markers)
 from autograder.report import PASSED, GradeReport
 
 TIMESTAMP_FILE = "timestamp.txt"
@@ -72,8 +75,6 @@ def _nbgrader_on_path() -> None:
 def register_assignment(course: Course, ps: str, target: GradebookTarget) -> None:
     """Record the problem set's notebook, grade cells and solution cells in the gradebook, with
     nbgrader's own ``generate_assignment`` (into a scratch folder; ``release/`` is untouched)."""
-    import tempfile
-
     from autograder.release import ReleaseError, generate_release
 
     _nbgrader_on_path()
@@ -100,18 +101,17 @@ class GradebookWriter:
         self.target = target
         self.warnings: list[str] = []
         self._gradebook: Any = None
-        source = read_notebook(course.source_notebook(ps))
-        self._source = source
-        self._answer_of_test = _answer_cell_of_each_test(source)
+        self._source = read_notebook(course.source_notebook(ps))
+        self._tests = SourceNotebook.load(course.source_notebook(ps))
+        self._answer_of_test = _answer_cell_of_each_test(self._source)
 
     # Session ------------------------------------------------------------------------------
     def __enter__(self) -> "GradebookWriter":
         from nbgrader.api import Gradebook, MissingEntry
-
         from nbgrader.preprocessors import AssignLatePenalties
 
         logging.getLogger("traitlets").setLevel(logging.WARNING)
-        _nbgrader_on_path()
+        _nbgrader_on_path()  # a new gradebook is set up with alembic
         assigner = AssignLatePenalties(config=self.course.config())
         assigner.init_plugin()  # c.AssignLatePenalties.plugin_class, c.LateSubmissionPlugin.*
         self._plugin = assigner.plugin_inst
@@ -141,10 +141,7 @@ class GradebookWriter:
     def _registered(self, gradebook_class: Any, missing: type[Exception]) -> bool:
         """Whether the gradebook knows this problem set's notebook and every graded cell, with
         its current points."""
-        from autograder.notebook import SourceNotebook
-
-        source = SourceNotebook.load(self.course.source_notebook(self.ps))
-        wanted = {test_id: source.points(test_id) for test_id in source.test_ids}
+        wanted = {test_id: self._tests.points(test_id) for test_id in self._tests.test_ids}
         with gradebook_class(self.target.db_url, self.target.course_id) as gradebook:
             try:
                 notebook = gradebook.find_notebook(self.ps, self.ps)
@@ -154,11 +151,26 @@ class GradebookWriter:
             return all(name in known and float(known[name]) == points for name, points in wanted.items())
 
     # Writing ------------------------------------------------------------------------------
-    def record(self, report: GradeReport, folder: Path) -> None:
+    def record(self, report: GradeReport, submission: Submission) -> None:
         """Scores, comments, the submission time and the late penalty of one student, and the
-        autograded notebook.  Recording the same report again changes nothing."""
+        autograded notebook.  Recording the same report again changes nothing.
+
+        A student whose rows cannot be written is a warning, not the end of the batch: the
+        report is on disk, and the next run records it."""
+        student, folder = submission.student, submission.folder
+        try:
+            self._record_rows(report, folder, student)
+        except Exception as error:  # noqa: BLE001 - any database failure, for this student only
+            self._gradebook.db.rollback()  # so that the next student's rows can be written
+            self.warnings.append(f"{student}: not recorded in the gradebook: {error}")
+            return
+        try:
+            self._write_autograded(report, submission)
+        except OSError as error:
+            self.warnings.append(f"{student}: the autograded notebook could not be written: {error}")
+
+    def _record_rows(self, report: GradeReport, folder: Path, student: str) -> None:
         gradebook = self._gradebook
-        student = report.student or folder.parent.name
         if student not in self._students:
             gradebook.update_or_create_student(student)
             self._students.add(student)
@@ -187,10 +199,6 @@ class GradebookWriter:
             comment.auto_comment = self._comment(self._cell_names.get(comment.cell_id), report)
         notebook.late_submission_penalty = self._late_penalty(student, score, submission.total_seconds_late)
         gradebook.db.commit()
-        try:
-            self._write_autograded(report, folder, student)
-        except (OSError, NotebookError) as error:
-            self.warnings.append(f"{student}: the autograded notebook could not be written: {error}")
 
     def _timestamp(self, folder: Path, student: str) -> Any:
         from nbgrader.utils import parse_utc
@@ -230,17 +238,17 @@ class GradebookWriter:
                     if problem.cell == answer_id]
         return "\n".join(problems + lines) or None
 
-    def _write_autograded(self, report: GradeReport, folder: Path, student: str) -> None:
-        target = self.target.autograded / student / self.ps
+    def _write_autograded(self, report: GradeReport, submission: Submission) -> None:
+        target = self.target.autograded / submission.student / self.ps
         target.mkdir(parents=True, exist_ok=True)
-        notebook = autograded_notebook(self._source, report, _submitted_answers(folder, self.ps))
+        notebook = autograded_notebook(self._source, report, _submitted_answers(submission))
         temporary = target / f".{self.ps}.ipynb.tmp"
         # Valid nbformat 4 by construction (tests/test_gradebook.py validates it); written as
         # nbformat writes it, without importing and running its validator per student.
         temporary.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
                              encoding="utf-8")
         temporary.replace(target / f"{self.ps}.ipynb")
-        stamp = folder / TIMESTAMP_FILE
+        stamp = submission.folder / TIMESTAMP_FILE
         if stamp.is_file():
             (target / TIMESTAMP_FILE).write_bytes(stamp.read_bytes()[:200])
 
@@ -258,45 +266,37 @@ def _answer_cell_of_each_test(source: Any) -> dict[str, str]:
     return owner
 
 
-def _submitted_answers(folder: Path, ps: str) -> dict[str, str]:
-    """The student's answer cells, by id (empty when the notebook is unreadable)."""
-    candidates = [folder / f"{ps}.ipynb", *sorted(folder.glob("*.ipynb"))]
-    for path in candidates:
-        if path.is_file():
-            try:
-                notebook = read_notebook(path)
-            except NotebookError:
-                return {}
-            answers: dict[str, str] = {}
-            for cell in notebook.cells:
-                cell_id = grade_id(cell)
-                if cell_id and nbgrader_metadata(cell).get("solution") and cell_id not in answers:
-                    answers[cell_id] = cell.get("source", "")
-            return answers
-    return {}
+def _submitted_answers(submission: Submission) -> dict[str, str]:
+    """The student's answer cells, by id (empty when there is no readable notebook)."""
+    path = submission.notebook()
+    if isinstance(path, str):
+        return {}
+    try:
+        notebook = read_notebook(path)
+    except NotebookError:
+        return {}
+    answers: dict[str, str] = {}
+    for cell in notebook.cells:
+        cell_id = grade_id(cell)
+        if cell_id and nbgrader_metadata(cell).get("solution") and cell_id not in answers:
+            answers[cell_id] = cell.get("source", "")
+    return answers
 
 
 def _without_hidden_tests(source: str) -> str:
-    kept, hidden, dropped = [], False, 0
-    for line in source.split("\n"):
-        if BEGIN_HIDDEN.match(line):
-            hidden = True
-        elif END_HIDDEN.match(line):
-            hidden = False
-            kept.append(f"# ({dropped} lines of hidden tests ran in the grader)")
-            dropped = 0
-        elif hidden:
-            dropped += 1
-        else:
-            kept.append(line)
+    """A test cell with each run of hidden lines replaced by one comment saying how many."""
+    text, hidden = split_hidden_tests(source)
+    kept: list[str] = []
+    numbered = enumerate(text.splitlines(), start=1)
+    for is_hidden, run in itertools.groupby(numbered, key=lambda item: item[0] in hidden):
+        lines = [line for _, line in run]
+        kept += [f"# ({len(lines)} lines of hidden tests ran in the grader)"] if is_hidden else lines
     return "\n".join(kept)
 
 
 def autograded_notebook(source: Any, report: GradeReport, answers: dict[str, str]) -> dict[str, Any]:
     """The notebook formgrader and ``generate_feedback`` read: the source's cells, the student's
     answers, and each test cell's verdict as its output.  No solution, no hidden test code."""
-    from autograder.notebook import strip_solution_markers
-
     results = {test.id: test for test in report.tests}
     problems: dict[str, list[str]] = {}
     for problem in report.cell_problems:

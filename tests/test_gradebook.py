@@ -20,7 +20,7 @@ import nbformat
 import pytest
 
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
-from autograder.notebook import read_notebook
+from autograder.notebook import read_notebook, split_hidden_tests
 
 from conftest import ROOT
 
@@ -143,10 +143,9 @@ def test_autograded_notebooks_feed_nbgrader_feedback_without_hidden_tests(graded
     source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
     hidden_lines, visible_lines = set(), set()
     for cell in source.cells:
-        lines = cell.source.split("\n")
-        hidden = _hidden_indices(cell.source)
-        hidden_lines |= {lines[index].strip() for index in hidden}
-        visible_lines |= {line.strip() for index, line in enumerate(lines) if index not in hidden}
+        text, hidden = split_hidden_tests(cell.source)
+        for number, line in enumerate(text.splitlines(), start=1):
+            (hidden_lines if number in hidden else visible_lines).add(line.strip())
     visible = "\n".join(visible_lines)  # what every student may see, markdown included
     hidden_lines = {line for line in hidden_lines if len(line) > 20 and line not in visible}
     assert hidden_lines
@@ -159,18 +158,6 @@ def test_autograded_notebooks_feed_nbgrader_feedback_without_hidden_tests(graded
         # A line the student wrote themselves may appear; no other hidden-test line may.
         leaked = [line for line in hidden_lines if line in page and json.dumps(line)[1:-1] not in own]
         assert not leaked, (student, leaked[:3])
-
-
-def _hidden_indices(source: str) -> set[int]:
-    indices, inside = set(), False
-    for index, line in enumerate(source.split("\n")):
-        if line.strip() == "### BEGIN HIDDEN TESTS":
-            inside = True
-        elif line.strip() == "### END HIDDEN TESTS":
-            inside = False
-        elif inside:
-            indices.add(index)
-    return indices
 
 
 def test_formgrader_sees_our_grades_and_a_manual_grade_survives_regrading(graded_class):
