@@ -1,8 +1,12 @@
-"""Mistakes catalogues: plausible wrong answers, kept next to each source notebook.
+"""Mistakes catalogues and correct alternatives, kept next to each source notebook.
 
 ``source/<ps>/mistakes.toml`` lists, per mistake, the answer cell it replaces, the complete
 wrong code, the test cells that must fail, and phrases the feedback must contain.  The test
 suite grades every mistake; the demo class is built from the same catalogue.
+
+``source/<ps>/alternatives.toml`` lists correct answers written differently from the
+solution (loops instead of vectorised code, an equivalent formula with other round-off): each
+must get full marks.  Neither file is released to students.
 """
 
 from __future__ import annotations
@@ -34,13 +38,48 @@ class Mistake:
     code: str
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """A correct answer to one answer cell, written differently from the solution."""
+
+    id: str
+    cell: str
+    title: str
+    code: str
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise CatalogueError(f"{path}: {error}") from None
+
+
+def _check_unique(path: Path, ids: list[str]) -> None:
+    duplicates = {name for name in ids if ids.count(name) > 1}
+    if duplicates:
+        raise CatalogueError(f"{path}: duplicate ids {sorted(duplicates)}")
+
+
+def load_alternatives(path: Path) -> list[Alternative]:
+    """The correct alternatives of ``alternatives.toml`` (none when the file is absent)."""
+    if not path.is_file():
+        return []
+    alternatives = []
+    for number, entry in enumerate(_read_toml(path).get("alternatives", []), start=1):
+        missing = {"id", "cell", "title", "code"} - set(entry)
+        if missing:
+            raise CatalogueError(f"{path}: alternative #{number} lacks {', '.join(sorted(missing))}")
+        alternatives.append(Alternative(id=str(entry["id"]), cell=str(entry["cell"]),
+                                        title=str(entry["title"]), code=str(entry["code"])))
+    _check_unique(path, [alternative.id for alternative in alternatives])
+    return alternatives
+
+
 def load_catalogue(path: Path) -> list[Mistake]:
     if not path.is_file():
         return []
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise CatalogueError(f"{path}: {error}") from None
+    data = _read_toml(path)
     mistakes = []
     for number, entry in enumerate(data.get("mistakes", []), start=1):
         missing = {"id", "cell", "loses", "title", "code"} - set(entry)
@@ -50,10 +89,7 @@ def load_catalogue(path: Path) -> list[Mistake]:
             id=str(entry["id"]), cell=str(entry["cell"]), loses=tuple(entry["loses"]),
             title=str(entry["title"]), feedback=tuple(entry.get("feedback", ())), code=str(entry["code"]),
         ))
-    ids = [mistake.id for mistake in mistakes]
-    duplicates = {name for name in ids if ids.count(name) > 1}
-    if duplicates:
-        raise CatalogueError(f"{path}: duplicate mistake ids {sorted(duplicates)}")
+    _check_unique(path, [mistake.id for mistake in mistakes])
     return mistakes
 
 

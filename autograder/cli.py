@@ -3,7 +3,8 @@
 Exit codes (for scripts):
 
 * 0 — everything was graded (and, for ``check``, every test passed);
-* 1 — ``check`` only: the notebook was graded and some tests failed;
+* 1 — ``check``: the notebook was graded and some tests failed; ``audit``: a claim of the
+  problem set's tests does not hold;
 * 2 — the command could not run: unknown command or option, missing file, unknown problem
   set, or a source notebook nbgrader cannot release;
 * 3 — at least one notebook could not be graded (corrupt, not a notebook, the wrong problem
@@ -207,6 +208,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from autograder.audit import audit_problem_set
+    from autograder.render import print_audit
+
+    course = _course(args)
+    sets = course.problem_sets() if args.ps == "all" else [course.check_problem_set(args.ps)]
+    limits = _limits(course, args)
+    audits = []
+    for ps in sets:
+        def progress(done: int, total: int, ps: str = ps) -> None:
+            if sys.stderr.isatty():
+                print(f"\r{ps}: {done}/{total} notebooks graded", end="", file=sys.stderr, flush=True)
+
+        audit = audit_problem_set(course, ps, seeds=range(args.seeds), limits=limits, processes=args.jobs,
+                                  progress=progress)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print_audit(audit)
+        audits.append(audit)
+    if args.json:
+        Path(args.json).write_text(json.dumps([audit.to_dict() for audit in audits], indent=2) + "\n",
+                                   encoding="utf-8")
+    return EXIT_OK if all(audit.passed for audit in audits) else EXIT_TESTS_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autograder",
@@ -266,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="the file to write (default: REPORTS/grades.csv, "
                                       "COURSE/exports/PS-gradescope.zip, COURSE/exports/PS-otter/PS.ipynb)")
     export.set_defaults(run=cmd_export)
+
+    audit = commands.add_parser("audit", help="prove a problem set's tests: solution, mistakes, alternatives")
+    audit.add_argument("ps", help="the problem set, or 'all'")
+    audit.add_argument("--seeds", type=int, default=20, help="seeds to grade each notebook at (default: 20)")
+    audit.add_argument("--jobs", type=int, help="notebooks graded at once (default: one per core)")
+    audit.add_argument("--timeout", type=float, help="seconds one cell or test may run")
+    audit.add_argument("--json", help="also write the audit as JSON to this file")
+    audit.set_defaults(run=cmd_audit)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")
     demo.add_argument("--out", default="demo-class", help="where to write it (default: ./demo-class)")

@@ -77,6 +77,9 @@ class Course:
     def catalogue(self, ps: str) -> Path:
         return self.root / "source" / ps / "mistakes.toml"
 
+    def alternatives(self, ps: str) -> Path:
+        return self.root / "source" / ps / "alternatives.toml"
+
     def problem_set_of(self, notebook: Path) -> str:
         """Which problem set a notebook belongs to: from its file name, else from its answer cells."""
         from autograder.notebook import NotebookError, SourceNotebook, grade_id, read_notebook

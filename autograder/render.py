@@ -91,3 +91,35 @@ def print_summary(reports: list[GradeReport], out: Console | None = None) -> Non
         mean = sum(report.score for report in graded) / len(graded)
         out.print(f"{len(reports)} submissions, {len(reports) - len(graded)} not graded, "
                   f"mean score {mean:.2f} / {_points(graded[0].max_score)}")
+
+
+def print_audit(audit, out: Console | None = None) -> None:
+    """An audit: the solution, each catalogued mistake, each alternative, and the verdict."""
+    out = out or console()
+    out.print(Text(f"Audit of {audit.ps} at {len(audit.seeds)} seeds", style="bold"))
+    if audit.solution_problems:
+        out.print(Text(f"  ✗ the solution loses points: {audit.solution_problems[0]}", style="red"))
+    else:
+        out.print(Text("  ✓ the solution gets full marks at every seed", style="green"))
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("mistake", "cell", "caught", "named", "caught by"):
+        table.add_column(column)
+    for mistake in audit.mistakes:
+        table.add_row(mistake.id, mistake.cell, "yes" if mistake.caught else Text("NO", style="red"),
+                      "yes" if mistake.named else Text("NO", style="red"),
+                      "visible tests" if mistake.by_visible else "hidden tests only")
+    if audit.mistakes:
+        out.print(table)
+    for mistake in audit.mistakes:
+        for problem in mistake.problems[:3]:
+            out.print(Text(f"  {mistake.id}: {problem}", style="red"))
+    for alternative in audit.alternatives:
+        if alternative.full_marks:
+            out.print(Text(f"  ✓ alternative {alternative.id}: full marks", style="green"))
+        else:
+            out.print(Text(f"  ✗ alternative {alternative.id}: {alternative.problems[0]}", style="red"))
+    caught = sum(m.caught and m.named for m in audit.mistakes)
+    out.print(f"{caught}/{len(audit.mistakes)} mistakes caught and named, {len(audit.hidden_only)} only by "
+              f"hidden tests; {sum(a.full_marks for a in audit.alternatives)}/{len(audit.alternatives)} "
+              "alternatives at full marks.")
+    out.print(Text("PASSED" if audit.passed else "FAILED", style="bold green" if audit.passed else "bold red"))
