@@ -13,7 +13,6 @@ import ast
 import builtins
 import contextlib
 import io
-import tempfile
 import time
 import traceback
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 
 import autograder
 from autograder import checks
-from autograder.launcher import LaunchError, Launcher
+from autograder.launcher import LaunchError, Launcher, scratch_area
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep,
                                  read_notebook, restore_instructor_cells)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
@@ -71,8 +70,7 @@ def grade_notebook(
     with contextlib.ExitStack() as stack:
         if launcher is None:
             launcher = stack.enter_context(Launcher())
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="autograder-")))
-        session = WorkerSession(scratch / "work", launcher, limits)
+        session = WorkerSession(stack.enter_context(scratch_area()), launcher, limits)
         student_cells = {step.label: step.source for step in steps
                          if isinstance(step, CodeStep) and step.origin == "student"}
         tests = _TestRunner(session, seed, student_cells)

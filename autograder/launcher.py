@@ -8,6 +8,7 @@ and submissions are not readable from it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -17,9 +18,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from autograder import wire
+from autograder.safefs import remove_tree
 
 PACKAGE_DIR = Path(wire.__file__).resolve().parent
 _SYSTEM_READABLE = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/dev/urandom", "/dev/zero",
@@ -28,6 +30,22 @@ _SYSTEM_READABLE = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/dev/ur
 
 class LaunchError(Exception):
     pass
+
+
+@contextlib.contextmanager
+def scratch_area() -> Iterator[Path]:
+    """A directory of the grader's own for one submission's workers.
+
+    Each worker's scratch directory is a new entry in it, made by the worker's supervisor.  The
+    area is traversable but not readable or writable by workers, so no worker can rename, link
+    or plant anything in it; afterwards it is removed without following any link a worker made.
+    """
+    path = Path(tempfile.mkdtemp(prefix="autograder-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        remove_tree(path)
 
 
 def readable_paths() -> list[str]:
@@ -101,13 +119,13 @@ class Launcher:
         socket.send_fds(self._control, [wire.encode(request)], fds or [])
         return self._receive(timeout=60)
 
-    def spawn(self, scratch: Path, cpu_seconds: int) -> tuple[int, socket.socket]:
-        """A new confined worker using ``scratch``; returns its pid and a socket to it."""
+    def spawn(self, scratch_area: Path, name: str, cpu_seconds: int) -> tuple[int, socket.socket]:
+        """A new confined worker whose scratch directory is ``scratch_area/name`` (made by its
+        supervisor; ``name`` must be new); returns its pid and a socket to it."""
         ours, theirs = socket.socketpair()
         settings = {
-            "scratch": str(scratch), "readable": readable_paths(), "cpu_seconds": cpu_seconds,
-            "memory_bytes": self.memory_bytes, "max_processes": self.max_processes,
-            "environment": {"HOME": str(scratch), "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch)},
+            "scratch_parent": str(scratch_area), "scratch_name": name, "readable": readable_paths(),
+            "cpu_seconds": cpu_seconds, "memory_bytes": self.memory_bytes, "max_processes": self.max_processes,
         }
         try:
             reply = self._ask({"op": "spawn", "settings": settings}, [theirs.fileno()])

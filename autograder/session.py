@@ -81,12 +81,11 @@ class CellOutcome:
 class WorkerProcess:
     """One confined worker, forked by the launcher's template, and the channel to it."""
 
-    def __init__(self, launcher: Launcher, scratch: Path, limits: Limits,
+    def __init__(self, launcher: Launcher, scratch_area: Path, name: str, limits: Limits,
                  serve: Callable[[dict[str, Any]], dict[str, Any]],
                  make_remote: Callable[[wire.Handle], Any], deadline: float) -> None:
-        scratch.mkdir(parents=True, exist_ok=True)
         self._launcher = launcher
-        self.pid, self._socket = launcher.spawn(scratch, cpu_seconds=int(limits.submission_timeout) + 5)
+        self.pid, self._socket = launcher.spawn(scratch_area, name, cpu_seconds=int(limits.submission_timeout) + 5)
         self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote
@@ -149,9 +148,12 @@ class StudentFunction:
 
 @dataclass
 class WorkerSession:
-    """Runs one submission's code in a worker, restarting it after a crash or a hang."""
+    """Runs one submission's code in a worker, restarting it after a crash or a hang.
 
-    scratch: Path
+    ``scratch_area`` is a directory of the grader's own (:func:`~autograder.launcher.scratch_area`);
+    every worker, the first and each replacement, gets a fresh scratch directory in it."""
+
+    scratch_area: Path
     launcher: Launcher
     limits: Limits = field(default_factory=Limits)
     # Filled in as the submission runs:
@@ -163,6 +165,7 @@ class WorkerSession:
     _failure: WorkerFailure | None = field(default=None, init=False, repr=False)
     _deadline: float = field(default=0.0, init=False, repr=False)
     _started: float = field(default_factory=time.monotonic, init=False, repr=False)
+    _workers_started: int = field(default=0, init=False, repr=False)
 
     # Cells ------------------------------------------------------------------------------
     def begin_cell(self) -> None:
@@ -247,7 +250,9 @@ class WorkerSession:
 
     def _ensure_worker(self) -> WorkerProcess:
         if self._worker is None:
-            worker = WorkerProcess(self.launcher, self.scratch, self.limits, self._serve_callback,
+            name = f"worker-{self._workers_started}"
+            self._workers_started += 1
+            worker = WorkerProcess(self.launcher, self.scratch_area, name, self.limits, self._serve_callback,
                                    self._remote_function, self._deadline)
             self._worker = worker
             self.protections, self.missing_protections = worker.protections, worker.missing

@@ -41,27 +41,29 @@ def _warm_up() -> None:
 def _run_child(connection: int, settings: dict[str, Any]) -> None:
     """In the forked child: supervise one confined worker serving ``connection``.
 
-    This process enters new namespaces and forks the worker, which becomes pid 1 of its PID
-    namespace; it then only waits.  SIGTERM (from the grader) makes it kill the worker, which
-    makes the kernel kill everything the worker started.  It leaves with the worker's status.
+    This process enters new namespaces, makes the worker's scratch directory (a fresh tmpfs in
+    its private mount namespace, where the kernel allows) and forks the worker, which becomes
+    pid 1 of its PID namespace; it then only waits.  It never opens, changes or removes anything
+    inside the scratch directory: that is the worker's.  SIGTERM (from the grader) makes it kill
+    the worker, which makes the kernel kill everything the worker started.  It leaves with the
+    worker's status.
     """
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    scratch = str(settings["scratch"])
-    os.chdir(scratch)
-    log = os.open(os.path.join(scratch, "worker-output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.environ.update({key: str(value) for key, value in settings.get("environment", {}).items()})
     namespaces = confine.enter_namespaces()
-    # A uid of the worker's own (when running as root), unique among live workers.
-    uid = 100_000 + os.getpid() % 50_000
+    # As root, a uid of the worker's own, unique among live workers (pids are).
+    uid = confine.WORKER_UID_BASE + os.getpid() if os.geteuid() == 0 else None
+    parent, name = str(settings["scratch_parent"]), str(settings["scratch_name"])
+    scratch_fd = confine.make_scratch(parent, name, uid, namespaces)
+    os.fchdir(scratch_fd)
+    scratch = os.path.join(parent, name)
+    os.environ.update(HOME=scratch, TMPDIR=scratch, MPLCONFIGDIR=scratch)
     worker = os.fork()
     if worker == 0:
-        _become_worker(connection, settings, namespaces, uid)
+        _become_worker(connection, settings, namespaces, uid, scratch, scratch_fd)
         return
     os.close(connection)
+    os.close(scratch_fd)
 
     def stop(*_: object) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -80,13 +82,15 @@ def _run_child(connection: int, settings: dict[str, Any]) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
-def _become_worker(connection: int, settings: dict[str, Any], namespaces: confine.Applied, uid: int) -> None:
+def _become_worker(connection: int, settings: dict[str, Any], namespaces: confine.Applied, uid: int | None,
+                   scratch: str, scratch_fd: int) -> None:
     from autograder.worker.runtime import serve_forever
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     applied = confine.confine(confine.Confinement(
-        scratch=str(settings["scratch"]),
+        scratch=scratch,
+        scratch_fd=scratch_fd,
         readable=[str(path) for path in settings.get("readable", [])],
         cpu_seconds=int(settings.get("cpu_seconds", 600)),
         memory_bytes=int(settings.get("memory_bytes", 4 * 1024**3)),
@@ -95,6 +99,13 @@ def _become_worker(connection: int, settings: dict[str, Any], namespaces: confin
         max_file_bytes=int(settings.get("max_file_bytes", 64 * 1024**2)),
         uid=uid,
     ), namespaces)
+    os.close(scratch_fd)
+    # What student code writes to its descriptors 1 and 2 goes nowhere: printed output reaches
+    # the grader through the channel, capped; the template's log stays the template's.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
     serve_forever(connection, protections={"in_force": applied.in_force, "missing": applied.missing})
 
 
