@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import autograder
+from autograder import safefs
 from autograder.grading import grade_notebook
 from autograder.html import class_page, student_page
 from autograder.launcher import Launcher
@@ -28,71 +29,146 @@ from autograder.session import Limits
 _PR_SET_PDEATHSIG = 1
 
 
+TIMESTAMP_FILE = "timestamp.txt"  # what ``nbgrader collect`` writes beside each hand-in
+MAX_NOTEBOOK_BYTES = 64 * 1024**2
+MAX_TIMESTAMP_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class HandIn:
+    """What a student handed in, as read from ``submitted/``: the notebook and the submission
+    time nbgrader recorded (``timestamp.txt``), if any."""
+
+    notebook_name: str
+    notebook: bytes
+    timestamp: str | None = None
+
+
 @dataclass(frozen=True)
 class Submission:
+    """The hand-in folder ``submitted/<student>/<ps>/``.
+
+    Students wrote everything in it, so it is read only through :meth:`read`, which follows no
+    link (the folder above ``<student>/`` is the instructor's)."""
+
     student: str
     ps: str
     folder: Path
 
-    def notebook(self) -> Path | str:
-        """The notebook to grade, or a sentence saying why there is none."""
-        expected = self.folder / f"{self.ps}.ipynb"
-        if expected.is_file():
-            return expected
-        found = sorted(self.folder.glob("*.ipynb"))
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            return f"No notebook was submitted: {self.folder} has no .ipynb file."
-        names = ", ".join(path.name for path in found)
-        return f"{self.folder} has several notebooks ({names}) and none is named {self.ps}.ipynb."
+    def _open(self) -> int:
+        return safefs.open_directory(self.folder.parent.parent, (self.folder.parent.name, self.folder.name))
+
+    def read(self) -> HandIn | str:
+        """The hand-in, or a sentence saying why there is none to grade.
+
+        The notebook is ``<ps>.ipynb``, else the only ``.ipynb`` file in the folder.  A
+        notebook or ``timestamp.txt`` that is a link (symbolic or hard), a pipe or a device, or a
+        notebook larger than 64 MiB, is refused."""
+        try:
+            folder = self._open()
+        except safefs.UnsafeFile as refusal:
+            return f"{refusal} The hand-in needs a person to look at it."
+        except FileNotFoundError:
+            return f"There is no hand-in folder {self.student}/{self.ps}."
+        except OSError as error:
+            return f"The hand-in folder could not be opened: {error.strerror}."
+        try:
+            entries = {entry.name: entry for entry in safefs.list_directory(folder)}
+            expected = f"{self.ps}.ipynb"
+            if expected in entries:
+                name = expected
+            else:
+                found = [entry for entry in entries if entry.endswith(".ipynb")]
+                if not found:
+                    return "No notebook was submitted: the hand-in folder has no .ipynb file."
+                if len(found) > 1:
+                    return f"The hand-in folder has several notebooks ({', '.join(found)}) and none is named {expected}."
+                name = found[0]
+            data = safefs.read_file(folder, name, max_bytes=MAX_NOTEBOOK_BYTES)
+            timestamp = None
+            if TIMESTAMP_FILE in entries:
+                raw = safefs.read_file(folder, TIMESTAMP_FILE, max_bytes=MAX_TIMESTAMP_BYTES)
+                timestamp = raw.decode("utf-8", errors="replace").strip() or None
+            return HandIn(name, data, timestamp)
+        except safefs.UnsafeFile as refusal:
+            return f"{refusal} The hand-in needs a person to look at it."
+        except OSError as error:
+            return f"The hand-in could not be read: {error.strerror}."
+        finally:
+            os.close(folder)
+
+    def modified(self) -> float | None:
+        """When the hand-in last changed (its notebook, else its folder), without following links."""
+        try:
+            folder = self._open()
+        except (OSError, safefs.UnsafeFile):
+            return None
+        try:
+            names = [f"{self.ps}.ipynb"] + [entry.name for entry in safefs.list_directory(folder)
+                                            if entry.name.endswith(".ipynb")]
+            for name in names:
+                try:
+                    return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+            return os.fstat(folder).st_mtime
+        finally:
+            os.close(folder)
 
 
 def find_submissions(submitted: Path, ps: str, students: Iterable[str] | None = None) -> list[Submission]:
-    """Every ``submitted/<student>/<ps>/`` folder, sorted by student."""
+    """Every ``submitted/<student>/<ps>/`` folder, sorted by student.  A student folder that is
+    a link is listed too, and refused when it is read (so it is reported, not silently skipped)."""
     wanted = set(students) if students else None
     if not submitted.is_dir():
         return []
     found = []
     for student_dir in sorted(submitted.iterdir()):
-        if not student_dir.is_dir() or (wanted is not None and student_dir.name not in wanted):
+        if wanted is not None and student_dir.name not in wanted:
             continue
-        folder = student_dir / ps
-        if folder.is_dir():
-            found.append(Submission(student_dir.name, ps, folder))
+        if student_dir.is_symlink() or (student_dir.is_dir() and (student_dir / ps).is_symlink()):
+            found.append(Submission(student_dir.name, ps, student_dir / ps))
+            continue
+        if student_dir.is_dir() and (student_dir / ps).is_dir():
+            found.append(Submission(student_dir.name, ps, student_dir / ps))
     return found
 
 
 def already_graded(submission: Submission, reports: Path, source_path: Path) -> bool:
     """Whether ``reports`` holds this student's report, newer than the notebook and the source."""
     report = reports / f"{submission.student}.json"
-    notebook = submission.notebook()
     if not report.is_file():
         return False
-    newest_input = max(source_path.stat().st_mtime,
-                       notebook.stat().st_mtime if isinstance(notebook, Path) else submission.folder.stat().st_mtime)
-    return report.stat().st_mtime >= newest_input
+    modified = submission.modified()
+    if modified is None:
+        return False
+    return report.stat().st_mtime >= max(source_path.stat().st_mtime, modified)
 
 
-def submission_seed(ps: str, student: str) -> int:
-    """The default seed of a student's hidden-test inputs: stable, so a regrade agrees."""
-    digest = hashlib.sha256(f"{ps}/{student}".encode()).digest()
+def submission_seed(ps: str, student: str, notebook: bytes = b"") -> int:
+    """The default seed of a student's hidden-test inputs: the same for the same hand-in, so a
+    regrade agrees, and a new one when the notebook changes, so answers read off one report's
+    feedback cannot be hard-coded into the next hand-in."""
+    digest = hashlib.sha256(f"{ps}/{student}/".encode() + hashlib.sha256(notebook).digest()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
+def grade_hand_in(source: SourceNotebook, submission: Submission, hand_in: HandIn | str, *, limits: Limits,
+                  launcher: Launcher | None, seed: int | None = None) -> GradeReport:
+    """Grade what :meth:`Submission.read` returned (a sentence is a hand-in that cannot be graded)."""
+    if isinstance(hand_in, str):
+        return _failed_report(source, submission, hand_in,
+                              seed=submission_seed(submission.ps, submission.student) if seed is None else seed)
+    seed = submission_seed(submission.ps, submission.student, hand_in.notebook) if seed is None else seed
+    report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name,
+                            student=submission.student, seed=seed, limits=limits, launcher=launcher)
+    report.submitted_at = hand_in.timestamp
+    return report
+
+
 def grade_submission(source: SourceNotebook, submission: Submission, *, limits: Limits,
-                     launcher: Launcher, seed: int | None = None) -> GradeReport:
-    notebook = submission.notebook()
-    seed = submission_seed(submission.ps, submission.student) if seed is None else seed
-    if isinstance(notebook, str):
-        return GradeReport(
-            assignment=submission.ps, notebook=str(submission.folder), student=submission.student,
-            status="error", error=notebook, seed=seed, engine=f"autograder {autograder.__version__}",
-            tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, notebook)
-                   for test_id in source.test_ids],
-        )
-    return grade_notebook(source, notebook, student=submission.student, seed=seed, limits=limits,
-                          launcher=launcher)
+                     launcher: Launcher | None, seed: int | None = None) -> GradeReport:
+    return grade_hand_in(source, submission, submission.read(), limits=limits, launcher=launcher, seed=seed)
 
 
 def _grading_process(source_path: Path, limits: Limits, seed: int | None,
@@ -112,10 +188,11 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
             results.put((index, report.to_dict()))
 
 
-def _failed_report(source: SourceNotebook, submission: Submission, reason: str) -> GradeReport:
+def _failed_report(source: SourceNotebook, submission: Submission, reason: str,
+                   seed: int | None = None) -> GradeReport:
     return GradeReport(
         assignment=submission.ps, notebook=str(submission.folder), student=submission.student,
-        status="error", error=reason, engine=f"autograder {autograder.__version__}",
+        status="error", error=reason, seed=seed, engine=f"autograder {autograder.__version__}",
         tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, reason) for test_id in source.test_ids],
     )
 

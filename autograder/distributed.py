@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import autograder
-from autograder.batch import (Submission, _failed_report, grade_submission, write_class_page,
+from autograder.batch import (HandIn, Submission, _failed_report, grade_hand_in, write_class_page,
                               write_student_files)
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
@@ -132,26 +132,18 @@ def _source_notebook(name: str, data: bytes) -> SourceNotebook:
     return source
 
 
-def grade_on_worker(source: tuple[str, bytes], notebook_name: str, notebook_data: bytes, student: str,
-                    ps: str, limits: Limits, seed: int | None) -> dict[str, Any]:
-    """The Dask task: grade one submission, given as bytes, in this worker process.
-
-    The notebook is written to a private temporary folder under its own file name (the
-    messages about a broken notebook name the file) and removed afterwards.
-    """
+def grade_on_worker(source: tuple[str, bytes], hand_in: HandIn, student: str, ps: str, limits: Limits,
+                    seed: int | None) -> dict[str, Any]:
+    """The Dask task: grade one hand-in, given as bytes (read by the client without following
+    links), in this worker process."""
     started = time.monotonic()
     source_notebook = _source_notebook(*source)
-    folder = Path(tempfile.mkdtemp(prefix="autograder-submission-"))
+    submission = Submission(student, ps, Path(student) / ps)
     try:
-        (folder / Path(notebook_name).name).write_bytes(notebook_data)
-        submission = Submission(student, ps, folder)
-        try:
-            with _borrowed_launcher() as launcher:
-                report = grade_submission(source_notebook, submission, limits=limits, launcher=launcher, seed=seed)
-        except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-            report = _failed_report(source_notebook, submission, f"The grader failed on this notebook: {error}")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        with _borrowed_launcher() as launcher:
+            report = grade_hand_in(source_notebook, submission, hand_in, limits=limits, launcher=launcher, seed=seed)
+    except Exception as error:  # noqa: BLE001 - one submission never stops the batch
+        report = _failed_report(source_notebook, submission, f"The grader failed on this notebook: {error}")
     _graded.append({"student": student, "ps": ps, "status": report.status, "score": report.score,
                     "pid": os.getpid(), "host": socket.gethostname(),
                     "seconds": round(time.monotonic() - started, 3)})
@@ -285,22 +277,19 @@ def grade_batch_on_cluster(
         if progress:
             progress(len(done), len(submissions), report)
 
-    local: list[int] = []
-    remote: dict[int, tuple[Path, bytes]] = {}
+    local: dict[int, str] = {}
+    remote: dict[int, HandIn] = {}
     for index, submission in enumerate(submissions):
-        notebook = submission.notebook()
-        try:
-            if isinstance(notebook, Path):
-                remote[index] = (notebook, notebook.read_bytes())
-                continue
-        except OSError:
-            pass
-        local.append(index)
+        hand_in = submission.read()
+        if isinstance(hand_in, HandIn):
+            remote[index] = hand_in
+        else:
+            local[index] = hand_in
     client = _connect(address) if remote else None
-    for index in local:
-        # No notebook, or an unreadable one: the same report as the local pool's, made here
-        # (grade_submission reports both without starting a worker).
-        finish(index, grade_submission(source, submissions[index], limits=limits, launcher=None, seed=seed))
+    for index, reason in local.items():
+        # No notebook, or one that is refused: the same report as the local pool's, made here
+        # (grade_hand_in reports it without starting a worker).
+        finish(index, grade_hand_in(source, submissions[index], reason, limits=limits, launcher=None, seed=seed))
 
     if client is not None:
         futures: dict[Any, int] = {}
@@ -312,9 +301,9 @@ def grade_batch_on_cluster(
             # worker at first (and one dying worker would take many notebooks with it).
             source_file = (source.name, source_path.read_bytes())
             run = uuid.uuid4().hex[:8]
-            for index, (notebook, data) in remote.items():
+            for index, hand_in in remote.items():
                 submission = submissions[index]
-                future = client.submit(grade_on_worker, source_file, notebook.name, data, submission.student,
+                future = client.submit(grade_on_worker, source_file, hand_in, submission.student,
                                        submission.ps, limits, seed, retries=RETRIES, pure=False,
                                        key=f"autograder-grade-{submission.ps}-{submission.student}-{run}")
                 futures[future] = index
@@ -325,7 +314,6 @@ def grade_batch_on_cluster(
                 try:
                     if future.status == "finished":
                         report = GradeReport.from_dict(future.result())
-                        report.notebook = str(remote[index][0])  # not the worker's temporary copy
                     else:
                         report = _failed_report(source, submissions[index], _task_failure(future))
                 except Exception as error:  # noqa: BLE001 - one submission never stops the batch

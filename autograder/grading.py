@@ -24,7 +24,7 @@ import numpy as np
 import autograder
 from autograder import checks
 from autograder.launcher import LaunchError, Launcher, scratch_area
-from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep,
+from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep, parse_notebook,
                                  read_notebook, restore_instructor_cells)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
 from autograder.session import (Limits, WorkerFailure, StudentError, StudentFunction, WorkerSession,
@@ -48,8 +48,9 @@ def referenced_names(source: str) -> set[str]:
 
 def grade_notebook(
     source: SourceNotebook,
-    submission: Path,
+    submission: Path | bytes,
     *,
+    notebook_name: str | None = None,
     student: str | None = None,
     seed: int = 0,
     limits: Limits = Limits(),
@@ -57,13 +58,17 @@ def grade_notebook(
 ) -> GradeReport:
     """Grade one submitted notebook against the instructor's source notebook.
 
-    Pass a :class:`Launcher` to share one warm worker template across many notebooks.
+    ``submission`` is a notebook file the caller trusts, or the bytes of a hand-in (read with
+    :meth:`autograder.batch.Submission.read`) whose file name is ``notebook_name``.  Pass a
+    :class:`Launcher` to share one warm worker template across many notebooks.
     """
     started = time.monotonic()
-    report = GradeReport(assignment=source.name, notebook=str(submission), student=student,
-                         seed=seed, engine=f"autograder {autograder.__version__}")
+    name = notebook_name or (submission.name if isinstance(submission, Path) else f"{source.name}.ipynb")
+    report = GradeReport(assignment=source.name, notebook=str(submission) if isinstance(submission, Path) else name,
+                         student=student, seed=seed, engine=f"autograder {autograder.__version__}")
     try:
-        steps = restore_instructor_cells(source, read_notebook(submission))
+        notebook = read_notebook(submission) if isinstance(submission, Path) else parse_notebook(submission, name)
+        steps = restore_instructor_cells(source, notebook)
     except NotebookError as error:
         return _not_graded(report, source, str(error))
 

@@ -41,29 +41,42 @@ class Node(dict):
         self[name] = value
 
 
+_ADVICE = "Download a fresh copy of the problem set and copy your answers into it."
+
+
 def read_notebook(path: Path) -> Node:
-    """Read a notebook, failing with a :class:`NotebookError` that says what is wrong."""
-    advice = "Download a fresh copy of the problem set and copy your answers into it."
+    """Read a notebook, failing with a :class:`NotebookError` that says what is wrong.
+
+    For files the caller trusts (the course's own, or a notebook a user names on the command
+    line); a hand-in is read with :meth:`autograder.batch.Submission.read` and parsed with
+    :func:`parse_notebook`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise NotebookError(f"There is no file {path}.") from None
-    except UnicodeDecodeError:
-        raise NotebookError(f"{path.name} is not a text file, so it is not a notebook. {advice}") from None
     except OSError as error:
         raise NotebookError(f"{path.name} could not be read: {error.strerror}.") from None
+    return parse_notebook(data, path.name)
+
+
+def parse_notebook(raw: bytes, name: str) -> Node:
+    """The notebook in ``raw`` (the file ``name``), or a :class:`NotebookError` saying what is wrong."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotebookError(f"{name} is not a text file, so it is not a notebook. {_ADVICE}") from None
     try:
         data = json.loads(text, object_hook=Node)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
+        where = f" (line {error.lineno}, column {error.colno})" if isinstance(error, json.JSONDecodeError) else ""
         raise NotebookError(
-            f"{path.name} is not valid JSON (line {error.lineno}, column {error.colno}), "
-            f"so it is not a readable notebook; it may have been damaged. {advice}"
+            f"{name} is not valid JSON{where}, so it is not a readable notebook; it may have been damaged. {_ADVICE}"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (it has no list of cells). {advice}")
+        raise NotebookError(f"{name} is JSON but not a Jupyter notebook (it has no list of cells). {_ADVICE}")
     if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
         raise NotebookError(
-            f"{path.name} is in an old notebook format; open it in JupyterLab and save it again."
+            f"{name} is in an old notebook format; open it in JupyterLab and save it again."
         )
     data.setdefault("metadata", Node())
     for index, cell in enumerate(data["cells"]):
@@ -71,7 +84,7 @@ def read_notebook(path: Path) -> Node:
         if isinstance(source, list) and all(isinstance(line, str) for line in source):
             cell["source"] = source = "".join(source)  # the on-disk form splits lines
         if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str) or not isinstance(source, str):
-            raise NotebookError(f"{path.name} has a malformed cell (number {index + 1}). {advice}")
+            raise NotebookError(f"{name} has a malformed cell (number {index + 1}). {_ADVICE}")
         cell.setdefault("metadata", Node())
     return data
 

@@ -51,6 +51,7 @@ class GradeReport:
     engine: str = ""
     protections: list[str] = field(default_factory=list)
     missing_protections: dict[str, str] = field(default_factory=dict)
+    submitted_at: str | None = None  # nbgrader's timestamp.txt of the hand-in, as written there
 
     @property
     def score(self) -> float:
