@@ -200,7 +200,7 @@ def audit_problem_set(course: Course, ps: str, *, seeds: Iterable[int] = range(D
     limits = limits or Limits(cell_timeout=30, submission_timeout=300)
     source_node = read_notebook(course.source_notebook(ps))
     release = read_notebook(course.release_notebook(ps))
-    sources = {"full": SourceNotebook.load(course.source_notebook(ps)),
+    sources = {"full": course.source(ps),
                "visible": source_from_node(ps, visible_only(source_node))}
     mistakes: list[Mistake] = load_catalogue(course.catalogue(ps))
     alternatives: list[Alternative] = load_alternatives(course.alternatives(ps))

@@ -391,7 +391,9 @@ def check_decreasing_loss(losses: Any, *, what: str = "your loss curve", window:
 
 
 def _source_of(function: Any) -> str:
-    """The code of a student's function and of the helpers it uses (their definitions only)."""
+    """The code of a student's function and of what it uses: every top-level statement, in any
+    of the student's cells, that binds the function's name or a name it mentions (definitions,
+    later redefinitions, assignments, imports), followed transitively."""
     cells = _student_cells.get()
     name = getattr(function, "__name__", "")
     if cells is None:
@@ -401,51 +403,103 @@ def _source_of(function: Any) -> str:
             return inspect.getsource(function)
         except (OSError, TypeError):
             return ""
-    definitions: dict[str, str] = {}
+    from autograder.notebook import top_level_names
+
+    binders: dict[str, list[str]] = {}
     for source in cells.values():
         try:
             tree = ast.parse(source)
         except SyntaxError:
             continue
         for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                definitions[node.name] = ast.get_source_segment(source, node) or ""
-    wanted, chosen = [name], {}
+            segment = ast.get_source_segment(source, node) or ""
+            for bound in top_level_names(segment):
+                binders.setdefault(bound, []).append(segment)
+    wanted, seen, chosen = [name], set(), []
     while wanted:
         current = wanted.pop()
-        if current in chosen or current not in definitions:
+        if current in seen:
             continue
-        chosen[current] = definitions[current]
-        wanted += [node.id for node in ast.walk(ast.parse(definitions[current])) if isinstance(node, ast.Name)]
-    return "\n\n".join(chosen.values())
+        seen.add(current)
+        for segment in binders.get(current, []):
+            if segment not in chosen:
+                chosen.append(segment)
+                wanted += [node.id for node in ast.walk(ast.parse(segment)) if isinstance(node, ast.Name)]
+    return "\n\n".join(chosen)
 
 
 def _dotted(node: ast.AST) -> str:
     parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            parts.append(node.args[1].value)
+            node = node.args[0]
+        else:
+            break
     if isinstance(node, ast.Name):
         parts.append(node.id)
     return ".".join(reversed(parts))
+
+
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """What names stand for: ``import numpy.linalg as la`` makes ``la`` mean ``numpy.linalg``,
+    ``solve = np.linalg.solve`` makes ``solve`` mean ``np.linalg.solve``."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = _dotted(node.value)
+            if value and value != node.targets[0].id:
+                aliases[node.targets[0].id] = value
+    return aliases
+
+
+def _expand(path: str, aliases: dict[str, str]) -> str:
+    for _ in range(8):  # aliases of aliases, a few levels deep
+        head, _, rest = path.partition(".")
+        if head not in aliases:
+            break
+        path = aliases[head] + (f".{rest}" if rest else "")
+    return path
 
 
 def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> None:
     """The student's ``function`` (and the helpers it calls) does not use any of ``forbidden``,
     given as dotted names such as ``"linalg.eig"`` or ``"linalg.eigh"``.
 
-    This reads the student's code, so it catches the plain uses a student makes when they reach
-    for the library function; it is a teaching aid, not a security boundary.
+    This reads the student's code (following import and assignment aliases, ``getattr`` with a
+    constant name, and redefinitions in later cells), so it catches the uses a student makes when
+    they reach for the library function; it is a hint, not a guard.  A test that forbids a
+    library routine must also check behaviour the routine cannot fake (the iterate after exactly
+    ``num_iter`` steps, an intermediate result it does not expose, the number of calls of a
+    function the test passes in).
+
+    Example::
+
+        check_not_using(power_iteration, "linalg.eig", "linalg.eigh")
     """
     name = getattr(function, "__name__", "your function")
     try:
         tree = ast.parse(_source_of(function))
     except SyntaxError:
         return
+    aliases = _aliases(tree)
     used: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            used.add(_dotted(node))
+        if isinstance(node, (ast.Attribute, ast.Call, ast.Name)):
+            dotted = _dotted(node)
+            if dotted:
+                used.add(_expand(dotted, aliases))
         elif isinstance(node, ast.ImportFrom) and node.module:
             used |= {f"{node.module}.{alias.name}" for alias in node.names}
     for banned in forbidden:

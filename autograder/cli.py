@@ -32,7 +32,7 @@ from autograder.html import student_page
 from autograder.launcher import Launcher
 from autograder.notebook import NotebookError, SourceNotebook
 from autograder.release import ReleaseError
-from autograder.render import print_report, print_summary
+from autograder.render import print_report, print_summary, printable
 from autograder.report import GradeReport
 from autograder.session import Limits
 
@@ -69,7 +69,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if not notebook.is_file() and not args.gradescope:
             raise UsageError(f"There is no notebook {notebook}.")
         ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
-        source = SourceNotebook.load(course.source_notebook(ps))
+        source = course.source(ps)
         seed = args.seed if args.seed is not None else secrets.randbits(31)
         report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
     print_report(report)
@@ -89,6 +89,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     if not submissions:
         print(f"No submissions of {ps} in {submitted} (expected {submitted}/<student>/{ps}/{ps}.ipynb).")
         return EXIT_OK
+    course.source(ps)  # refuses a problem set whose tests are not safe to grade with
     source_path = course.source_notebook(ps)
     done = [] if getattr(args, "regrade", True) else \
         [submission for submission in submissions if already_graded(submission, reports, source_path)]
@@ -107,7 +108,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
 
         def progress(number: int, total: int, report) -> None:
             state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
-            print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
+            print(f"[{number}/{total}] {printable(report.student)}: {state}", file=sys.stderr, flush=True)
             if gradebook is not None:
                 gradebook.record(report, by_name[report.student])
 
@@ -136,7 +137,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
     if gradebook is not None:
         for warning in gradebook.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {printable(warning)}", file=sys.stderr)
         print(f"Gradebook: {target.db_url} (autograded notebooks: {target.autograded})")
     return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
 

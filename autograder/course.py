@@ -10,11 +10,15 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from autograder.session import Limits
+
+if TYPE_CHECKING:
+    from autograder.notebook import SourceNotebook
 
 CONFIG_FILE = "nbgrader_config.py"
 
@@ -67,6 +71,18 @@ class Course:
 
     def source_notebook(self, ps: str) -> Path:
         return self.root / "source" / ps / f"{ps}.ipynb"
+
+    def source(self, ps: str) -> "SourceNotebook":
+        """The instructor notebook of ``ps``, checked to be safe to grade with (its test cells
+        read nothing a student could rebind)."""
+        from autograder.grading import unsafe_test_names
+        from autograder.notebook import SourceNotebook
+
+        source = SourceNotebook.load(self.source_notebook(ps))
+        problems = unsafe_test_names(source)
+        if problems:
+            raise CourseError(" ".join(problems[:3]) + (f" ({len(problems) - 3} more)" if len(problems) > 3 else ""))
+        return source
 
     def release_notebook(self, ps: str) -> Path:
         return self.root / "release" / ps / f"{ps}.ipynb"

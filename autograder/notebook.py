@@ -8,6 +8,7 @@ so editing or deleting a test cell changes nothing.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field
@@ -124,6 +125,63 @@ def split_hidden_tests(source: str) -> tuple[str, frozenset[int]]:
     return "\n".join(kept), frozenset(hidden)
 
 
+def _stored_names(node: ast.AST) -> set[str]:
+    """Names an expression or assignment target binds, outside nested scopes."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            continue
+        if isinstance(item, ast.Name) and isinstance(item.ctx, ast.Store):
+            found.add(item.id)
+        stack.extend(ast.iter_child_nodes(item))
+    return found
+
+
+def top_level_names(source: str) -> set[str]:
+    """The names a cell binds in the notebook's namespace: definitions, assignments, imports,
+    loop and ``with`` targets at top level (also inside top-level ``if``/``for``/``try`` blocks),
+    not inside functions or classes."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                names.update(_stored_names(node.target))
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    names.update(_stored_names(item))
+                visit(node.body)
+            elif isinstance(node, (ast.If, ast.While)):
+                names.update(_stored_names(node.test))
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    if handler.name:
+                        names.add(handler.name)
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            else:
+                names.update(_stored_names(node))
+
+    visit(tree.body)
+    return names
+
+
 # --------------------------------------------------------------------------- grading plan
 
 
@@ -159,20 +217,22 @@ class SourceNotebook:
     cells: tuple[Any, ...]
     answer_ids: frozenset[str]
     test_ids: tuple[str, ...]
+    # Every name the solutions of the answer cells bind at top level: the only names a test
+    # cell reads from the student's process.
+    answer_names: frozenset[str] = frozenset()
 
     @classmethod
     def load(cls, path: Path) -> "SourceNotebook":
         notebook = read_notebook(path)
         code_cells = tuple(cell for cell in notebook.cells if cell.cell_type == "code")
-        answers = frozenset(
-            grade_id(cell) for cell in code_cells
-            if nbgrader_metadata(cell).get("solution") and grade_id(cell)
-        )
+        answer_cells = [cell for cell in code_cells if nbgrader_metadata(cell).get("solution") and grade_id(cell)]
         tests = tuple(
             grade_id(cell) for cell in code_cells
             if nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution")
         )
-        return cls(name=path.stem, cells=code_cells, answer_ids=answers, test_ids=tests)
+        names = frozenset().union(*(top_level_names(strip_solution_markers(cell.source)) for cell in answer_cells))
+        return cls(name=path.stem, cells=code_cells, answer_ids=frozenset(grade_id(cell) for cell in answer_cells),
+                   test_ids=tests, answer_names=names)
 
     def points(self, test_id: str) -> float:
         for cell in self.cells:

@@ -94,7 +94,9 @@ def generate_solution(course: Course, ps: str, destination: Path, *, execute: bo
 
 
 def release(course: Course, ps: str, *, execute_solution: bool = True) -> tuple[Path, Path]:
-    """Regenerate ``release/<ps>/`` and ``solutions/<ps>/`` in the course."""
+    """Regenerate ``release/<ps>/`` and ``solutions/<ps>/`` in the course (refused when a test
+    cell reads a name a student could rebind)."""
+    course.source(ps)
     student = generate_release(course, ps, course.root / "release")
     solution = generate_solution(course, ps, course.root / "solutions", execute=execute_solution)
     return student, solution

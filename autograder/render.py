@@ -1,10 +1,14 @@
 """Terminal views of reports (rich).  They only read the report model.
 
 Messages are printed below the tables without wrapping, so that a script can search them.
+Every text that came from a submission (output, messages quoting it, names) passes through
+:func:`printable` first: a student's escape sequences must not clear the terminal of whoever
+reads the report, or draw a score of their own.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 
@@ -23,6 +27,17 @@ def console(file=None) -> Console:
     return Console(file=file or sys.stdout, width=width, soft_wrap=True, highlight=False)
 
 
+# ANSI/VT escape sequences (CSI, OSC, and two-character ESC sequences), other C0 and C1 control
+# characters except newline and tab, and the Unicode controls that reorder or hide text.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069\ufeff]")
+
+
+def printable(text: object) -> str:
+    """``text`` with terminal control sequences and characters removed (newlines and tabs kept)."""
+    return _CONTROLS.sub("", _ESCAPES.sub("", str(text)))
+
+
 def _points(value: float) -> str:
     return f"{value:g}"
 
@@ -30,10 +45,10 @@ def _points(value: float) -> str:
 def print_report(report: GradeReport, out: Console | None = None) -> None:
     """One student's feedback: a row per exercise, then what went wrong and why."""
     out = out or console()
-    who = f"{report.student}: " if report.student else ""
-    out.print(Text(f"{who}{report.assignment}  ({report.notebook})", style="bold"))
+    who = f"{printable(report.student)}: " if report.student else ""
+    out.print(Text(f"{who}{printable(report.assignment)}  ({printable(report.notebook)})", style="bold"))
     if report.status != "graded":
-        out.print(Text(f"  Could not grade this notebook: {report.error}", style="red"))
+        out.print(Text(f"  Could not grade this notebook: {printable(report.error)}", style="red"))
         return
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("status")
@@ -41,24 +56,24 @@ def print_report(report: GradeReport, out: Console | None = None) -> None:
     table.add_column("points", justify="right")
     for test in report.tests:
         label, style = _STYLE.get(test.status, ("✗ failed", "red"))
-        table.add_row(Text(label, style=style), test.id, f"{_points(test.points)} / {_points(test.max_points)}")
+        table.add_row(Text(label, style=style), printable(test.id), f"{_points(test.points)} / {_points(test.max_points)}")
     out.print(table)
     for test in report.tests:
         if test.status == PASSED and not test.output.strip():
             continue
         out.print()
-        out.print(Text(test.id, style="bold"))
+        out.print(Text(printable(test.id), style="bold"))
         if test.status != PASSED and test.message:
-            out.print(Text("  " + test.message.replace("\n", "\n  ")))
+            out.print(Text("  " + printable(test.message).replace("\n", "\n  ")))
         if test.diagnosis:
-            out.print(Text(f"  Likely mistake: {test.diagnosis}", style="yellow"))
+            out.print(Text(f"  Likely mistake: {printable(test.diagnosis)}", style="yellow"))
         if test.output.strip():
             out.print(Text("  Your code printed:", style="dim"))
-            out.print(Text("    " + test.output.rstrip()[-2000:].replace("\n", "\n    "), style="dim"))
+            out.print(Text("    " + printable(test.output.rstrip()[-2000:]).replace("\n", "\n    "), style="dim"))
     for problem in report.cell_problems:
         out.print()
-        out.print(Text(f"Note on cell {problem.cell}:", style="bold"))
-        out.print(Text("  " + problem.message.replace("\n", "\n  ")))
+        out.print(Text(f"Note on cell {printable(problem.cell)}:", style="bold"))
+        out.print(Text("  " + printable(problem.message).replace("\n", "\n  ")))
     out.print()
     style = "bold green" if report.all_passed else "bold"
     out.print(Text(f"Score: {_points(report.score)} / {_points(report.max_score)}", style=style),
@@ -80,10 +95,10 @@ def print_summary(reports: list[GradeReport], out: Console | None = None) -> Non
         passed = sum(test.status == PASSED for test in report.tests)
         note = Text("")
         if report.status != "graded":
-            note = Text(f"NOT GRADED: {report.error}", style="red")
+            note = Text(f"NOT GRADED: {printable(report.error)}", style="red")
         elif any(test.status == TIMEOUT for test in report.tests):
             note = Text("a test timed out", style="yellow")
-        table.add_row(report.student or "?", f"{_points(report.score)} / {_points(report.max_score)}",
+        table.add_row(printable(report.student or "?"), f"{_points(report.score)} / {_points(report.max_score)}",
                       f"{passed}/{len(report.tests)}", note)
     out.print(table)
     graded = [report for report in reports if report.status == "graded"]

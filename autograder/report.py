@@ -22,6 +22,7 @@ class TestResult:
     status: str
     message: str = ""
     diagnosis: str | None = None  # the named mistake, when one explains the failure
+    hidden: bool = False  # the failure came from a hidden line of the test cell
     output: str = ""
     seconds: float = 0.0
     figures: list[dict[str, Any]] = field(default_factory=list)

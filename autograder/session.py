@@ -15,8 +15,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from autograder import wire
 from autograder.launcher import Launcher
+
+
+# What the grader keeps of text that comes from the worker (it could be a hostile worker writing
+# to its socket directly, so the worker's own caps count for nothing here).
+MAX_ERROR_TYPE_CHARS = 100
+MAX_ERROR_MESSAGE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 4_000
+MAX_OUTPUT_CHARS = 20_000
+# Arguments of one call from student code into a function the test passed in.
+MAX_CALLBACK_ARGUMENT_BYTES = 8 * 1024 * 1024
+
+
+def bounded(value: Any, limit: int) -> str:
+    """``value`` as text of at most about ``limit`` characters (text from the worker)."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value)[: limit + 1])
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit:,} more characters cut]"
+
+
+def _bounded_error(payload: Any) -> dict[str, Any]:
+    """An error description from the worker, with every field of bounded size and the right type."""
+    payload = payload if isinstance(payload, dict) else {}
+    return {"type": bounded(payload.get("type") or "Exception", MAX_ERROR_TYPE_CHARS),
+            "message": bounded(payload.get("message"), MAX_ERROR_MESSAGE_CHARS),
+            "traceback": bounded(payload.get("traceback"), MAX_TRACEBACK_CHARS),
+            "not_implemented": payload.get("not_implemented") is True}
+
+
+def _payload_bytes(value: Any) -> int:
+    """Roughly how many bytes of data ``value`` holds (arrays by their buffers)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (list, tuple)):
+        return sum(_payload_bytes(item) for item in value) + 8 * len(value)
+    if isinstance(value, dict):
+        return sum(_payload_bytes(key) + _payload_bytes(item) for key, item in value.items())
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    return 8
 
 
 @dataclass(frozen=True)
@@ -58,12 +100,13 @@ def require_protections(missing: dict[str, str], strict: bool) -> None:
 class StudentError(Exception):
     """A student function raised while a test called it."""
 
-    def __init__(self, function: str, payload: dict[str, Any]) -> None:
+    def __init__(self, function: str, payload: Any) -> None:
+        error = _bounded_error(payload)
         self.function = function
-        self.type = str(payload.get("type", "Exception"))
-        self.message = str(payload.get("message", ""))
-        self.student_traceback = str(payload.get("traceback", ""))
-        self.not_implemented = bool(payload.get("not_implemented"))
+        self.type = error["type"]
+        self.message = error["message"]
+        self.student_traceback = error["traceback"]
+        self.not_implemented = error["not_implemented"]
         super().__init__(f"{function} raised {self.type}: {self.message}")
 
 
@@ -181,6 +224,17 @@ class WorkerSession:
         self._ensure_worker()
 
     @property
+    def deadline(self) -> float:
+        """When the current cell's time is up (``time.monotonic()`` clock)."""
+        return self._deadline
+
+    def discard_worker(self) -> None:
+        """Kill the current worker; the next cell starts a fresh one and replays the cells."""
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker = None
+
+    @property
     def out_of_time(self) -> bool:
         return time.monotonic() >= self._started + self.limits.submission_timeout
 
@@ -190,8 +244,10 @@ class WorkerSession:
             reply = self._request({"op": "exec", "source": source, "label": label})
         except WorkerFailure as failure:
             return CellOutcome(ok=False, failure=self._explain(failure, f"cell {label}"))
-        outcome = CellOutcome(ok=bool(reply.get("ok")), error=reply.get("error"),
-                              stdout=str(reply.get("stdout", "")), stderr=str(reply.get("stderr", "")))
+        ok = reply.get("ok") is True
+        outcome = CellOutcome(ok=ok, error=None if ok else _bounded_error(reply.get("error")),
+                              stdout=bounded(reply.get("stdout"), MAX_OUTPUT_CHARS),
+                              stderr=bounded(reply.get("stderr"), MAX_OUTPUT_CHARS))
         if outcome.ok:
             self._replay.append((source, label))
         return outcome
@@ -207,9 +263,9 @@ class WorkerSession:
         except wire.WireError as problem:
             raise TypeError(f"the test could not pass its arguments to {name}: {problem}") from None
         self._collect_output(reply)
-        if reply.get("ok"):
+        if reply.get("ok") is True:
             return reply.get("value")
-        raise StudentError(name, reply.get("error") or {})
+        raise StudentError(name, reply.get("error"))
 
     @property
     def failure(self) -> WorkerFailure | None:
@@ -223,10 +279,12 @@ class WorkerSession:
 
     # Internals ----------------------------------------------------------------------------
     def _collect_output(self, reply: dict[str, Any]) -> None:
+        room = MAX_OUTPUT_CHARS - sum(len(text) for text in self.output)
         for stream in ("stdout", "stderr"):
             text = reply.get(stream)
-            if isinstance(text, str) and text:
-                self.output.append(text)
+            if isinstance(text, str) and text and room > 0:
+                self.output.append(text[:room])
+                room -= len(text)
 
     def _explain(self, failure: WorkerFailure, where: str) -> str:
         if isinstance(failure, WorkerTimedOut):
@@ -277,6 +335,11 @@ class WorkerSession:
         args, kwargs = message.get("args"), message.get("kwargs")
         if type(handle) is not int or type(args) is not list or type(kwargs) is not dict:
             return {"ok": False, "error": {"type": "TypeError", "message": "malformed call"}}
+        size = _payload_bytes(args) + _payload_bytes(kwargs)
+        if size > MAX_CALLBACK_ARGUMENT_BYTES:
+            return {"ok": False, "error": {"type": "ValueError", "message": (
+                f"the function the test passed in was called with {size / 2**20:.0f} MiB of arguments; "
+                f"it accepts at most {MAX_CALLBACK_ARGUMENT_BYTES // 2**20} MiB")}}
         try:
             function = self._worker.channel.local_callable(handle)
             value = function(*args, **{str(key): item for key, item in kwargs.items()})

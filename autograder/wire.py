@@ -26,7 +26,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# One message either way: enough for any array a problem set asks for (a 2,000 x 2,000 matrix
+# of floats), small enough that the trusted side's memory stays bounded whatever arrives.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 MAX_DEPTH = 32
 MAX_ITEMS = 1_000_000
 MAX_INT_DIGITS = 4000

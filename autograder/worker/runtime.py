@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from autograder import wire
 
-MAX_CAPTURED_CHARS = 200_000
+MAX_CAPTURED_CHARS = 20_000
 _CELL_PREFIX = "<cell "
 
 # Line magics that only affect display or timing: the grader runs them as no-ops (or, for
