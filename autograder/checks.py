@@ -103,20 +103,57 @@ def collecting_figures() -> Iterator[list[dict[str, Any]]]:
         _figures.reset(token)
 
 
+# A figure in a report draws what student code returned, so its size is capped: a student
+# function that returns ten million points must not make a report of hundreds of megabytes.
+MAX_FIGURES_PER_TEST = 4
+MAX_CURVES_PER_FIGURE = 6
+MAX_POINTS_PER_CURVE = 1_000
+_MAX_LABEL_CHARS = 200
+
+
+def _plotted(values: Any, count: int) -> list[float]:
+    """At most ``MAX_POINTS_PER_CURVE`` evenly spaced values of the first ``count``."""
+    try:
+        array = np.asarray(values, dtype=float).ravel()[:count]
+    except (TypeError, ValueError):
+        return []
+    if array.size > MAX_POINTS_PER_CURVE:
+        array = array[np.linspace(0, array.size - 1, MAX_POINTS_PER_CURVE).round().astype(int)]
+    return array.tolist()
+
+
 def plot_curves(title: str, x: Any, curves: Mapping[str, Any], *, xlog: bool = False,
                 ylog: bool = False, xlabel: str = "", ylabel: str = "") -> None:
     """Show the student's numbers against the reference as a picture in the feedback.
 
-    Inside the autograder the figure goes into the student's HTML report; in a notebook it
-    is drawn with Matplotlib.  Call it before the check it illustrates.
+    Inside the autograder the figure goes into the student's HTML report (at most
+    ``MAX_FIGURES_PER_TEST`` figures per test, ``MAX_CURVES_PER_FIGURE`` curves, and
+    ``MAX_POINTS_PER_CURVE`` points per curve: longer curves are thinned evenly); in a notebook
+    it is drawn with Matplotlib.  Call it before the check it illustrates.
+
+    Example::
+
+        plot_curves("Error against step size", hs, {"yours": errors, "reference": expected},
+                    xlog=True, ylog=True, xlabel="h", ylabel="|error|")
     """
     figures = _figures.get()
+    if figures is not None:
+        if len(figures) >= MAX_FIGURES_PER_TEST:
+            return
+        xs = np.asarray(x, dtype=float).ravel()
+        count = xs.size
+        data = {"title": str(title)[:_MAX_LABEL_CHARS], "x": _plotted(xs, count),
+                "curves": {str(name)[:_MAX_LABEL_CHARS]: _plotted(y, count)
+                           for name, y in list(curves.items())[:MAX_CURVES_PER_FIGURE]},
+                "xlog": bool(xlog), "ylog": bool(ylog), "xlabel": str(xlabel)[:_MAX_LABEL_CHARS],
+                "ylabel": str(ylabel)[:_MAX_LABEL_CHARS]}
+        if count > MAX_POINTS_PER_CURVE:
+            data["note"] = f"{MAX_POINTS_PER_CURVE:,} of {count:,} points shown"
+        figures.append(data)
+        return
     data = {"title": str(title), "x": np.asarray(x, dtype=float).ravel().tolist(),
             "curves": {str(name): np.asarray(y, dtype=float).ravel().tolist() for name, y in curves.items()},
             "xlog": bool(xlog), "ylog": bool(ylog), "xlabel": str(xlabel), "ylabel": str(ylabel)}
-    if figures is not None:
-        figures.append(data)
-        return
     try:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency of the course

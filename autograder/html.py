@@ -89,6 +89,8 @@ def line_chart(figure: dict[str, Any], width: int = 520, height: int = 300) -> s
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
         parts.append(f'<text x="{left + 8}" y="{top + 14 + 14 * index}" font-size="11" fill="{colour}">{_e(name)}</text>')
     parts.append("</svg>")
+    if figure.get("note"):
+        parts.append(f'<p class="figure-note">{_e(figure["note"])}</p>')
     return "".join(parts)
 
 
