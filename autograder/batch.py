@@ -18,11 +18,11 @@ from typing import Callable, Iterable
 
 import autograder
 from autograder import safefs
-from autograder.grading import grade_notebook
+from autograder.grading import grade_notebook, not_graded
 from autograder.html import class_page, student_page
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
-from autograder.report import ERROR, GradeReport, TestResult
+from autograder.report import GradeReport
 from autograder.session import Limits
 
 
@@ -59,43 +59,8 @@ class Submission:
         return safefs.open_directory(self.folder.parent.parent, (self.folder.parent.name, self.folder.name))
 
     def read(self) -> HandIn | str:
-        """The hand-in, or a sentence saying why there is none to grade.
-
-        The notebook is ``<ps>.ipynb``, else the only ``.ipynb`` file in the folder.  A
-        notebook or ``timestamp.txt`` that is a link (symbolic or hard), a pipe or a device, or a
-        notebook larger than 64 MiB, is refused."""
-        try:
-            folder = self._open()
-        except safefs.UnsafeFile as refusal:
-            return f"{refusal} The hand-in needs a person to look at it."
-        except FileNotFoundError:
-            return f"There is no hand-in folder {self.student}/{self.ps}."
-        except OSError as error:
-            return f"The hand-in folder could not be opened: {error.strerror}."
-        try:
-            entries = {entry.name: entry for entry in safefs.list_directory(folder)}
-            expected = f"{self.ps}.ipynb"
-            if expected in entries:
-                name = expected
-            else:
-                found = [entry for entry in entries if entry.endswith(".ipynb")]
-                if not found:
-                    return "No notebook was submitted: the hand-in folder has no .ipynb file."
-                if len(found) > 1:
-                    return f"The hand-in folder has several notebooks ({', '.join(found)}) and none is named {expected}."
-                name = found[0]
-            data = safefs.read_file(folder, name, max_bytes=MAX_NOTEBOOK_BYTES)
-            timestamp = None
-            if TIMESTAMP_FILE in entries:
-                raw = safefs.read_file(folder, TIMESTAMP_FILE, max_bytes=MAX_TIMESTAMP_BYTES)
-                timestamp = raw.decode("utf-8", errors="replace").strip() or None
-            return HandIn(name, data, timestamp)
-        except safefs.UnsafeFile as refusal:
-            return f"{refusal} The hand-in needs a person to look at it."
-        except OSError as error:
-            return f"The hand-in could not be read: {error.strerror}."
-        finally:
-            os.close(folder)
+        """The hand-in, or a sentence saying why there is none to grade (see :func:`read_hand_in`)."""
+        return read_hand_in(self.folder.parent.parent, (self.folder.parent.name, self.folder.name), self.ps)
 
     def modified(self) -> float | None:
         """When the hand-in last changed (its notebook, else its folder), without following links."""
@@ -114,6 +79,71 @@ class Submission:
             return os.fstat(folder).st_mtime
         finally:
             os.close(folder)
+
+
+def _notebooks_in(folder: int, depth: int, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths (as parts) of the ``.ipynb`` entries in an open folder and, down to ``depth`` more
+    levels, in its subfolders (not hidden ones such as ``.ipynb_checkpoints``, never through a link)."""
+    found: list[tuple[str, ...]] = []
+    for entry in safefs.list_directory(folder):
+        if entry.name.endswith(".ipynb") and entry.kind != "directory":
+            found.append((*prefix, entry.name))
+        elif entry.kind == "directory" and depth > 0 and not entry.name.startswith("."):
+            inner = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            try:
+                found += _notebooks_in(inner, depth - 1, (*prefix, entry.name))
+            finally:
+                os.close(inner)
+    return found
+
+
+def read_hand_in(base: Path, parts: tuple[str, ...], ps: str, *, depth: int = 0) -> HandIn | str:
+    """The hand-in in the folder ``base/parts...``, or a sentence saying why there is none to grade.
+
+    ``base`` is the grader's own folder; below it nothing is followed through a link.  The
+    notebook is ``<ps>.ipynb``, else the only ``.ipynb`` file (looking ``depth`` folders deep).
+    A notebook or ``timestamp.txt`` that is a link (symbolic or hard), a pipe or a device, or a
+    notebook larger than 64 MiB, is refused: such a hand-in needs a person to look at it."""
+    manual = "The hand-in needs a person to look at it."
+    try:
+        folder = safefs.open_directory(base, parts)
+    except safefs.UnsafeFile as refusal:
+        return f"{refusal} {manual}"
+    except FileNotFoundError:
+        return "There is no hand-in folder."
+    except OSError as error:
+        return f"The hand-in folder could not be opened: {error.strerror}."
+    opened: list[int] = [folder]
+    try:
+        found = _notebooks_in(folder, depth)
+        expected = f"{ps}.ipynb"
+        named = sorted((path for path in found if path[-1] == expected), key=len)
+        if named:
+            chosen = named[0]
+        elif len(found) == 1:
+            chosen = found[0]
+        elif not found:
+            return "No notebook was submitted: the hand-in has no .ipynb file."
+        else:
+            names = ", ".join("/".join(path) for path in sorted(found))
+            return f"The hand-in has several notebooks ({names}) and none is named {expected}. {manual}"
+        where = folder
+        for part in chosen[:-1]:
+            where = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where)
+            opened.append(where)
+        data = safefs.read_file(where, chosen[-1], max_bytes=MAX_NOTEBOOK_BYTES, shown=chosen[-1])
+        timestamp = None
+        if any(entry.name == TIMESTAMP_FILE for entry in safefs.list_directory(folder)):
+            raw = safefs.read_file(folder, TIMESTAMP_FILE, max_bytes=MAX_TIMESTAMP_BYTES)
+            timestamp = raw.decode("utf-8", errors="replace").strip() or None
+        return HandIn(chosen[-1], data, timestamp)
+    except safefs.UnsafeFile as refusal:
+        return f"{refusal} {manual}"
+    except OSError as error:
+        return f"The hand-in could not be read: {error.strerror}."
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def find_submissions(submitted: Path, ps: str, students: Iterable[str] | None = None) -> list[Submission]:
@@ -190,11 +220,8 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
 
 def _failed_report(source: SourceNotebook, submission: Submission, reason: str,
                    seed: int | None = None) -> GradeReport:
-    return GradeReport(
-        assignment=submission.ps, notebook=str(submission.folder), student=submission.student,
-        status="error", error=reason, seed=seed, engine=f"autograder {autograder.__version__}",
-        tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, reason) for test_id in source.test_ids],
-    )
+    return not_graded(source, reason, notebook=f"{submission.student}/{submission.ps}", student=submission.student,
+                      seed=seed)
 
 
 def default_jobs() -> int:

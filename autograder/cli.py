@@ -22,15 +22,15 @@ import sys
 from pathlib import Path
 
 from autograder import __version__
-from autograder.batch import already_graded, find_submissions, grade_batch, write_class_page
+from autograder.batch import already_graded, find_submissions, grade_batch, read_hand_in, write_class_page
 from autograder.catalogue import CatalogueError
 from autograder.course import Course, CourseError
 from autograder.gradescope import gradescope_results
 from autograder.gradebook import GradebookError
-from autograder.grading import grade_notebook
+from autograder.grading import grade_notebook, not_graded
 from autograder.html import student_page
 from autograder.launcher import Launcher
-from autograder.notebook import NotebookError, SourceNotebook
+from autograder.notebook import NotebookError
 from autograder.release import ReleaseError
 from autograder.render import print_report, print_summary, printable
 from autograder.report import GradeReport
@@ -66,12 +66,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         launcher.start()  # warms up while the notebooks are read
         course = _course(args)
         notebook = Path(args.notebook)
-        if not notebook.is_file() and not args.gradescope:
-            raise UsageError(f"There is no notebook {notebook}.")
-        ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
-        source = course.source(ps)
         seed = args.seed if args.seed is not None else secrets.randbits(31)
-        report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
+        if notebook.is_dir():
+            # A hand-in folder (Gradescope's submission/): someone else wrote it, so it is read
+            # without following links, like submitted/ when a class is graded.
+            known = course.problem_sets()
+            if not args.ps and len(known) != 1:
+                raise UsageError(f"{notebook} is a folder; say which problem set it holds with --ps.")
+            ps = course.check_problem_set(args.ps or known[0])
+            source = course.source(ps)
+            hand_in = read_hand_in(notebook.parent, (notebook.name,), ps, depth=3)
+            if isinstance(hand_in, str):
+                report = not_graded(source, hand_in, notebook=notebook.name, seed=seed)
+            else:
+                report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name, seed=seed,
+                                        limits=_limits(course, args), launcher=launcher)
+        else:
+            if not notebook.is_file() and not args.gradescope:
+                raise UsageError(f"There is no notebook {notebook}.")
+            ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
+            source = course.source(ps)
+            report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
     print_report(report)
     if args.json:
         report.write_json(Path(args.json))
@@ -245,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="grade one notebook and show the feedback")
-    check.add_argument("notebook", help="the notebook to check")
+    check.add_argument("notebook", help="the notebook to check, or a hand-in folder (read without following links)")
     check.add_argument("--ps", help="its problem set (default: from the file name)")
     check.add_argument("--seed", type=int, help="seed of the hidden tests' inputs (to reproduce a run)")
     check.add_argument("--timeout", type=float, help="seconds one cell or test may run")

@@ -245,6 +245,14 @@ def _not_graded(report: GradeReport, source: SourceNotebook, reason: str) -> Gra
     return report
 
 
+def not_graded(source: SourceNotebook, reason: str, *, notebook: str, student: str | None = None,
+               seed: int | None = None) -> GradeReport:
+    """The report of a notebook that could not be graded: every test at 0 with ``reason``."""
+    report = GradeReport(assignment=source.name, notebook=notebook, student=student, seed=seed,
+                         engine=f"autograder {autograder.__version__}")
+    return _not_graded(report, source, reason)
+
+
 def _describe_cell_error(error: dict[str, Any]) -> str:
     if error.get("not_implemented"):
         return "Not answered yet: this cell still raises NotImplementedError."
