@@ -11,6 +11,7 @@ import hashlib
 import multiprocessing
 import os
 import queue
+import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,13 +216,21 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
                 report = grade_submission(source, submission, limits=limits, launcher=launcher, seed=seed)
             except Exception as error:  # noqa: BLE001 - one submission never stops the batch
                 report = _failed_report(source, submission, f"The grader failed on this notebook: {error}")
-            results.put((index, report.to_dict()))
+            # With its peak memory so far: the grader's own, not its workers'.
+            results.put((index, report.to_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
 
 def _failed_report(source: SourceNotebook, submission: Submission, reason: str,
                    seed: int | None = None) -> GradeReport:
     return not_graded(source, reason, notebook=f"{submission.student}/{submission.ps}", student=submission.student,
                       seed=seed)
+
+
+@dataclass
+class BatchStats:
+    """Measurements of a batch, for benchmarks and tests."""
+
+    grader_peak_bytes: int = 0  # the largest peak resident memory of a grading process (not its workers)
 
 
 def default_jobs() -> int:
@@ -239,11 +248,12 @@ def grade_batch(
     seed: int | None = None,
     jobs: int | None = None,
     progress: Callable[[int, int, GradeReport], None] | None = None,
+    stats: BatchStats | None = None,
 ) -> list[GradeReport]:
     """Grade submissions on ``jobs`` processes (default: every core).
 
     Writes ``reports/<student>.json`` and ``.html`` as each finishes, and ``reports/index.html``
-    (the class summary) at the end.
+    (the class summary) at the end.  ``stats``, when given, is filled in as the batch runs.
 
     Reports come back in the order of ``submissions``.
     """
@@ -269,11 +279,13 @@ def grade_batch(
     try:
         while len(done) < len(submissions):
             try:
-                index, data = results.get(timeout=1.0)
+                index, data, peak = results.get(timeout=1.0)
             except queue.Empty:
                 if not any(process.is_alive() for process in processes):
                     break
                 continue
+            if stats is not None:
+                stats.grader_peak_bytes = max(stats.grader_peak_bytes, peak)
             report = GradeReport.from_dict(data)
             write_student_files(report, reports, submissions[index].student)
             done[index] = report.summary()
