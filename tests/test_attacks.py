@@ -401,3 +401,242 @@ def test_strict_mode_grades_where_every_protection_is_in_force(tiny):
         assert report.status == "graded" and report.score == 3
     else:
         assert report.status == "error" and "strict mode" in report.error
+
+
+# ------------------------------------------------------------------------ links in a hand-in
+
+
+def _course_with_tiny(folder: Path, tiny) -> Path:
+    """A course holding the tiny problem set, with nbgrader's settings."""
+    import shutil
+
+    from conftest import ROOT
+
+    course = folder / "course"
+    (course / "source" / "tiny").mkdir(parents=True)
+    shutil.copy(tiny.path, course / "source" / "tiny" / "tiny.ipynb")
+    shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+    return course
+
+
+def _autograder(*args: str, cwd: Path, env: dict | None = None):
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    return subprocess.run([str(bin_dir / "autograder"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=environment)
+
+
+def test_hand_ins_that_are_links_or_special_files_are_refused_and_flagged(tiny, tmp_path, canary):
+    import json
+
+    course = _course_with_tiny(tmp_path, tiny)
+    source = course / "source" / "tiny" / "tiny.ipynb"
+    submitted = course / "submitted"
+
+    def hand_in(student: str) -> Path:
+        folder = submitted / student / "tiny"
+        folder.mkdir(parents=True)
+        return folder
+
+    tiny.submission("honest").rename(hand_in("honest") / "tiny.ipynb")
+    (hand_in("linked-notebook") / "tiny.ipynb").symlink_to(source)
+    os.link(source, hand_in("hard-linked-notebook") / "tiny.ipynb")
+    folder = hand_in("linked-timestamp")
+    tiny.submission("stamp").rename(folder / "tiny.ipynb")
+    (folder / "timestamp.txt").symlink_to(canary / "secret")
+    folder = hand_in("hard-linked-timestamp")
+    tiny.submission("hard-stamp").rename(folder / "tiny.ipynb")
+    os.link(canary / "secret", folder / "timestamp.txt")
+    (submitted / "linked-folder").mkdir()
+    (submitted / "linked-folder" / "tiny").symlink_to(submitted / "honest" / "tiny")
+    (submitted / "linked-student").symlink_to(submitted / "honest")
+    os.mkfifo(hand_in("pipe") / "tiny.ipynb")
+    with open(hand_in("huge") / "tiny.ipynb", "wb") as handle:
+        handle.truncate(100 * 2**20)
+    before = snapshot(canary)
+
+    result = _autograder("--course", str(course), "grade", "tiny", cwd=course)
+    assert result.returncode == 3, result.stderr  # some notebooks could not be graded; the batch went on
+    reports = {path.stem: json.loads(path.read_text()) for path in (course / "reports" / "tiny").glob("*.json")}
+    assert reports["honest"]["status"] == "graded" and reports["honest"]["score"] == 3
+    refused = {"linked-notebook": "symbolic link", "hard-linked-notebook": "hard link",
+               "linked-timestamp": "symbolic link", "hard-linked-timestamp": "hard link",
+               "linked-folder": "is a link", "linked-student": "is a link", "pipe": "not a regular file",
+               "huge": "MiB"}
+    for student, phrase in refused.items():
+        report = reports[student]
+        assert report["status"] == "error" and report["score"] == 0, student
+        assert phrase in report["error"] and "needs a person" in report["error"], (student, report["error"])
+    # Nothing of the instructor's notebook or of the secret reached anything grading wrote.
+    hidden = "x = test_rng('double').normal(size=5)"  # a hidden line of the tiny set's tests
+    for path in [*(course / "reports").rglob("*"), *(course / "autograded").rglob("*")]:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert "SECRET-CANARY" not in text, path
+            assert hidden not in text and "### BEGIN" not in text, path
+    assert snapshot(canary) == before
+    # The refused hand-ins wait for a person in nbgrader's gradebook (what formgrader shows).
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for student in refused:
+            notebook = gradebook.find_submission_notebook("tiny", "tiny", student)
+            assert notebook.needs_manual_grade, student
+        assert not gradebook.find_submission_notebook("tiny", "tiny", "honest").needs_manual_grade
+
+
+
+def test_the_gradescope_runner_holds_against_hostile_submissions(tiny, tmp_path, canary):
+    """The Gradescope autograder: a submitted link is refused, and student code that plants links
+    for the root side changes nothing in the autograder's files (its course, its package)."""
+    import json
+    import shutil
+    import zipfile
+
+    course = _course_with_tiny(tmp_path, tiny)
+    archive = tmp_path / "autograder.zip"
+    assert _autograder("--course", str(course), "export", "gradescope", "tiny", "--out", str(archive),
+                       cwd=course).returncode == 0
+    planted = root_side_attacks(canary, course / "source" / "tiny" / "tiny.ipynb")
+    cases = {
+        "a link to the instructor's notebook": None,
+        "a folder that links to the source": None,
+        "links for the supervisor's files": {"double": planted["links for the supervisor's files, then a crash"]},
+        "hard links": {"double": planted["hard links to the grader's files, then a crash"]},
+        "the solution": {},
+    }
+    before = snapshot(canary)
+    for number, (name, answers) in enumerate(cases.items()):
+        root = tmp_path / f"gradescope-{number}"
+        zipfile.ZipFile(archive).extractall(root / "source")
+        shutil.copy(root / "source" / "run_autograder", root / "run_autograder")
+        (root / "submission").mkdir()
+        instructor = root / "source" / "course" / "source" / "tiny" / "tiny.ipynb"
+        if name == "a link to the instructor's notebook":
+            (root / "submission" / "tiny.ipynb").symlink_to(instructor)
+        elif name == "a folder that links to the source":
+            (root / "submission" / "work").symlink_to(instructor.parent)
+        else:
+            tiny.submission(f"gs{number}", answers).rename(root / "submission" / "my answers.ipynb")
+        autograder_files = snapshot(root / "source")
+        result = _autograder_script(root)
+        assert result.returncode == 0, result.stderr
+        results = json.loads((root / "results" / "results.json").read_text())
+        text = json.dumps(results)
+        assert "test_rng('double')" not in text and "### BEGIN" not in text, name
+        expected = {"a link to the instructor's notebook": 0, "a folder that links to the source": 0,
+                    "links for the supervisor's files": 1, "hard links": 1, "the solution": 3}[name]
+        assert results["score"] == expected, (name, results)
+        if name == "a link to the instructor's notebook":
+            assert "symbolic link" in results["output"]
+        assert snapshot(root / "source") == autograder_files, name
+    assert snapshot(canary) == before
+
+
+def _autograder_script(root: Path):
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "AUTOGRADER_ROOT": str(root)}
+    return subprocess.run(["bash", str(root / "run_autograder")], env=env, capture_output=True, text=True, timeout=300)
+
+
+# -------------------------------------------------------- what student data makes the grader do
+
+
+def _cell(kind: str, source: str, **nbgrader) -> dict:
+    import nbformat
+
+    meta = {"nbgrader": {"grade": False, "locked": False, "solution": False, "schema_version": 3, "task": False,
+                         **nbgrader}}
+    make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+    return make(source, metadata=meta)
+
+
+def budget_notebook(folder: Path):
+    """A problem set whose tests plot and compute on what the student returns."""
+    import nbformat
+
+    from autograder.notebook import SourceNotebook
+
+    notebook = nbformat.v4.new_notebook()
+    answer = ('def curve(n):\n    """n points."""\n    ### BEGIN SOLUTION\n    return np.arange(n, dtype=float)\n'
+              '    ### END SOLUTION\n\n\ndef square(x):\n    """x squared."""\n    ### BEGIN SOLUTION\n'
+              '    return x * x\n    ### END SOLUTION')
+    notebook.cells = [
+        _cell("code", "import numpy as np\nfrom autograder.checks import check_close, plot_curves, test_rng",
+              grade_id="setup", locked=True),
+        _cell("code", answer, grade_id="answers", solution=True),
+        _cell("code", "values = curve(10)\nplot_curves('your curve', np.arange(len(values)), {'yours': values})\n"
+                      "check_close(values[:3], [0.0, 1.0, 2.0], what='curve(10)[:3]')",
+              grade_id="test_plot", grade=True, locked=True, points=1),
+        _cell("code", "table = np.subtract.outer(np.asarray(curve(10), dtype=float), np.arange(100.0))\n"
+                      "check_close(table[1, 0], 1.0, what='the table')",
+              grade_id="test_memory", grade=True, locked=True, points=1),
+        _cell("code", "total = 0.0\nfor value in np.asarray(curve(10)).tolist():\n    for _ in range(30):\n"
+                      "        total += value\ncheck_close(total, 1350.0, what='the total')",
+              grade_id="test_time", grade=True, locked=True, points=1),
+        _cell("code", "check_close(square(3.0), 9.0, what='square(3.0)')\n### BEGIN HIDDEN TESTS\n"
+                      "x = test_rng('square').normal(size=20)\n"
+                      "check_close(square(x), x * x, what=f'square({x.tolist()})')\n### END HIDDEN TESTS",
+              grade_id="test_hidden", grade=True, locked=True, points=1),
+        _cell("code", "check_close(square(2.0), 4.0, what='square(2.0)')",
+              grade_id="test_after", grade=True, locked=True, points=1),
+    ]
+    path = folder / "budget.ipynb"
+    nbformat.write(notebook, path)
+    return SourceNotebook.load(path), path
+
+
+def test_student_data_cannot_make_the_grader_exceed_its_budgets(tmp_path):
+    import dataclasses
+    import nbformat
+
+    from autograder.catalogue import solution_answers, with_answers
+    from autograder.notebook import read_notebook
+    from autograder.session import Limits
+
+    source, path = budget_notebook(tmp_path)
+    notebook = read_notebook(path)
+    hostile = ("import numpy as np\ndef curve(n):\n    return np.arange(4_000_000, dtype=float)\n\n"
+               "def square(x):\n    return x * x + (np.ndim(x) > 0)\n")
+    submitted = tmp_path / "submitted"
+    for student, answers in {"solution": {}, "hostile": {"answers": hostile}}.items():
+        folder = submitted / student / "budget"
+        folder.mkdir(parents=True)
+        nbformat.write(with_answers(notebook, {**solution_answers(notebook), **answers}), folder / "budget.ipynb")
+    stats = BatchStats()
+    limits = dataclasses.replace(Limits(cell_timeout=1, submission_timeout=60))
+    reports = {report.student: report for report in grade_batch(
+        path, [Submission(s, "budget", submitted / s / "budget") for s in ("hostile", "solution")],
+        tmp_path / "reports", limits=limits, jobs=1, stats=stats)}
+    assert reports["solution"].score == 5, reports["solution"].tests
+    from autograder.report import GradeReport
+
+    hostile_report = GradeReport.read_json(tmp_path / "reports" / "hostile.json")  # with its figures
+    tests = {test.id: test for test in hostile_report.tests}
+    # A 4,000,000-point curve is thinned to what a page can show, and says so.
+    figure = tests["test_plot"].figures[0]
+    assert len(figure["x"]) == len(figure["curves"]["yours"]) == 1000 and "4,000,000" in figure["note"]
+    # A table of 400 million numbers built from the student's result: refused at 1 GiB.
+    assert tests["test_memory"].points == 0 and "GiB of memory in the grader" in tests["test_memory"].message
+    # A loop over the student's 4 million numbers: stopped after the test's time.
+    assert tests["test_time"].points == 0 and "kept the grader busy" in tests["test_time"].message
+    # A hidden test's failure does not print its 20 random inputs.
+    assert tests["test_hidden"].hidden and "[... 20 numbers ...]" in tests["test_hidden"].message
+    # The next test runs on a fresh worker, as usual.
+    assert tests["test_after"].status == PASSED
+    assert (tmp_path / "reports" / "hostile.json").stat().st_size < 200_000
+    assert stats.grader_peak_bytes < 2**30, f"{stats.grader_peak_bytes / 2**20:.0f} MiB"
+
+
+def test_long_arrays_are_left_out_of_hidden_test_messages():
+    from autograder.grading import without_long_arrays
+
+    assert without_long_arrays("f([1.0, 2.0, 3.0]) is 4") == "f([1.0, 2.0, 3.0]) is 4"
+    assert without_long_arrays("f([1, 2, 3, 4, 5, 6, 7]) is [[1e-3, -2.5], [3, 4], [5, 6], [7, nan]]") == \
+        "f([... 7 numbers ...]) is [... 8 numbers ...]"
