@@ -100,11 +100,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: argparse.Namespace) -> int:
+    course.source(ps)  # refuses a problem set whose tests are not safe to grade with
     submissions = find_submissions(submitted, ps, args.student)
     if not submissions:
         print(f"No submissions of {ps} in {submitted} (expected {submitted}/<student>/{ps}/{ps}.ipynb).")
         return EXIT_OK
-    course.source(ps)  # refuses a problem set whose tests are not safe to grade with
     source_path = course.source_notebook(ps)
     done = [] if getattr(args, "regrade", True) else \
         [submission for submission in submissions if already_graded(submission, reports, source_path)]

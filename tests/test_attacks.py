@@ -640,3 +640,123 @@ def test_long_arrays_are_left_out_of_hidden_test_messages():
     assert without_long_arrays("f([1.0, 2.0, 3.0]) is 4") == "f([1.0, 2.0, 3.0]) is 4"
     assert without_long_arrays("f([1, 2, 3, 4, 5, 6, 7]) is [[1e-3, -2.5], [3, 4], [5, 6], [7, nan]]") == \
         "f([... 7 numbers ...]) is [... 8 numbers ...]"
+
+
+# ----------------------------------------------------------------------------- the terminal
+
+
+ESCAPES = ("import sys\nCLEAR = '\\x1b[2J\\x1b[H\\x1b]0;all good\\x07\\r'\n"
+           "print(CLEAR + 'Score: 20 / 20' + '\\x9b32m\\u202e')\n"
+           "def double(x):\n    print(CLEAR + '\\nScore: 3 / 3')\n    raise ValueError(CLEAR + 'Score: 3 / 3')\n")
+
+
+def _assert_plain(text: str) -> None:
+    import re
+
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", text), repr(text[:2000])
+
+
+def test_escape_sequences_from_student_code_never_reach_the_terminal(tiny, tmp_path):
+    """`check` prints a student's output and error messages; a fake score must stay visibly theirs."""
+    course = _course_with_tiny(tmp_path, tiny)
+    notebook = tiny.submission("escapes", {"double": ESCAPES})
+    result = _autograder("--course", str(course), "check", str(notebook), "--ps", "tiny", cwd=course,
+                         env={"COLUMNS": "200"})
+    assert result.returncode == 1, result.stderr
+    _assert_plain(result.stdout)
+    _assert_plain(result.stderr)
+    scores = [line for line in result.stdout.splitlines() if line.startswith("Score:")]
+    assert len(scores) == 1 and scores[0].startswith("Score: 1 / 3"), result.stdout
+
+
+def test_a_student_folder_named_with_escape_sequences_prints_plainly(tiny, tmp_path):
+    course = _course_with_tiny(tmp_path, tiny)
+    folder = course / "submitted" / "eve\x1b[2J\x1b[1;1HScore" / "tiny"
+    folder.mkdir(parents=True)
+    tiny.submission("eve", {"double": ESCAPES}).rename(folder / "tiny.ipynb")
+    result = _autograder("--course", str(course), "grade", "tiny", "--no-gradebook", cwd=course)
+    assert result.returncode == 0, result.stderr
+    _assert_plain(result.stdout)
+    _assert_plain(result.stderr)
+    assert "eve[2J" not in result.stdout and "eveScore" in result.stdout
+
+
+# --------------------------------------------------------- names a test cell reads from students
+
+
+def test_a_problem_set_whose_test_reads_a_read_only_name_is_refused(tiny, tmp_path):
+    """A name bound only by a read-only cell lives in the student's process; a test that reads it
+    could be fooled by rebinding it.  Releasing, checking and grading such a set all refuse."""
+    import nbformat
+
+    course = _course_with_tiny(tmp_path, tiny)
+    path = course / "source" / "tiny" / "tiny.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.insert(2, _cell("code", "DATA = np.array([1.0, 2.0])\nfrom autograder.checks import check_close as cc",
+                                   grade_id="data", locked=True))
+    notebook.cells.append(_cell("code", "cc(double(DATA), [2.0, 4.0], what='double(DATA)')",
+                                grade_id="test_data", grade=True, locked=True, points=1))
+    nbformat.write(notebook, path)
+    # The student's attack, had the test been graded: rebind DATA and cc.
+    attack = tiny.submission("rebind", {"double": "DATA = 0.0\ncc = lambda *a, **k: None\n" + WRONG})
+    (course / "submitted" / "mallory" / "tiny").mkdir(parents=True)
+    attack.rename(course / "submitted" / "mallory" / "tiny" / "tiny.ipynb")
+    attack = course / "submitted" / "mallory" / "tiny" / "tiny.ipynb"
+    for command in (["release", "tiny", "--no-execute"], ["check", str(attack), "--ps", "tiny"],
+                    ["grade", "tiny", "--no-gradebook"]):
+        result = _autograder("--course", str(course), *command, cwd=course)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "test cell test_data of tiny reads `DATA`" in result.stderr, result.stderr
+        assert "`cc`" in result.stderr and "Traceback" not in result.stderr
+    assert not (course / "release").exists()
+
+
+def test_every_problem_set_of_the_course_reads_only_names_its_answers_define(course):
+    from autograder.grading import unsafe_test_names
+    from autograder.notebook import SourceNotebook
+
+    for ps in course.problem_sets():
+        assert unsafe_test_names(SourceNotebook.load(course.source_notebook(ps))) == [], ps
+
+
+# --------------------------------------------------------------------- seeds and lookup tables
+
+
+def test_a_table_of_answers_read_off_one_report_fails_the_next(tiny, tmp_path):
+    """Feedback that goes straight back to a student uses a fresh seed: hidden inputs seen in one
+    report (here printed by the student's own function) are of no use in the next hand-in."""
+    import json
+
+    course = _course_with_tiny(tmp_path, tiny)
+    spy = tiny.submission("spy", {"double": "import numpy as np\ndef double(x):\n"
+                                            "    print('SEEN', np.asarray(x, dtype=float).tolist())\n"
+                                            "    return 2 * x if np.ndim(x) == 0 else 3 * x\n"})
+    first = _autograder("--course", str(course), "check", str(spy), "--ps", "tiny", "--json", str(tmp_path / "a.json"),
+                        cwd=course)
+    report = json.loads((tmp_path / "a.json").read_text())
+    seen = [json.loads(line[len("SEEN "):]) for line in report["tests"][0]["output"].splitlines()
+            if line.startswith("SEEN ") and line.count(",") >= 4]
+    assert seen, first.stdout
+    table = {tuple(round(v, 12) for v in inputs): [2 * v for v in inputs] for inputs in seen}
+    lookup = ("import numpy as np\nTABLE = " + repr(table) + "\n"
+              "def double(x):\n    key = tuple(round(v, 12) for v in np.ravel(np.asarray(x, dtype=float)).tolist())\n"
+              "    if np.ndim(x) == 0:\n        return 2 * x\n"
+              "    return np.array(TABLE[key]) if key in TABLE else 3 * np.asarray(x)\n")
+    cheat = tiny.submission("cheat", {"double": lookup})
+    seeds = set()
+    for run in range(2):
+        _autograder("--course", str(course), "check", str(cheat), "--ps", "tiny", "--json",
+                    str(tmp_path / f"b{run}.json"), cwd=course)
+        again = json.loads((tmp_path / f"b{run}.json").read_text())
+        seeds.add(again["seed"])
+        assert again["tests"][0]["points"] == 0, "a table read off an earlier report passed the hidden test"
+    assert report["seed"] not in seeds and len(seeds) == 2
+
+
+def test_the_class_seed_changes_with_the_hand_in_and_not_on_regrade():
+    from autograder.batch import submission_seed
+
+    first = submission_seed("ps05", "ada", b'{"cells": []}')
+    assert submission_seed("ps05", "ada", b'{"cells": []}') == first
+    assert submission_seed("ps05", "ada", b'{"cells": [ ]}') != first
+    assert submission_seed("ps05", "bob", b'{"cells": []}') != first
