@@ -39,6 +39,7 @@ __all__ = [
     "check_symmetric_psd",
     "check_decreasing_loss",
     "check_not_using",
+    "check_raises",
     "test_rng",
 ]
 
@@ -545,3 +546,32 @@ def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> 
                 f"{what or name} uses {banned}. This exercise asks you to implement it yourself; "
                 f"{banned} is fine for checking your answer in a separate cell, not inside {name}."
             )
+
+
+def check_raises(kind: type[BaseException], function: Any, *args: Any, what: str | None = None,
+                 **kwargs: Any) -> None:
+    """``function(*args, **kwargs)`` raises ``kind`` (or a subclass of it).
+
+    In the autograder a student's exception reaches the test as a description of it, so this
+    compares by name, up the standard hierarchy of ``kind``; in a kernel it is the exception itself.
+
+    Example::
+
+        check_raises(ValueError, angle, np.zeros(3), np.ones(3),
+                     what="angle(np.zeros(3), np.ones(3)) (the angle with a zero vector is undefined)")
+    """
+    name = getattr(function, "__name__", "your function")
+    what = what or f"{name}(...)"
+    try:
+        function(*args, **kwargs)
+    except kind:
+        return
+    except Exception as error:  # noqa: BLE001 - which exception it was is the point of the check
+        raised = getattr(error, "type", None) if type(error).__name__ == "StudentError" else type(error).__name__
+        if getattr(error, "not_implemented", False):
+            raise CheckFailure(f"{name} is not implemented yet: it still raises NotImplementedError.") from None
+        accepted = {cls.__name__ for cls in kind.__subclasses__()} | {kind.__name__}
+        if raised in accepted:
+            return
+        raise CheckFailure(f"{what} raised {raised}; expected {kind.__name__}.") from None
+    raise CheckFailure(f"{what} returned normally; expected it to raise {kind.__name__}.")

@@ -760,3 +760,88 @@ def test_the_class_seed_changes_with_the_hand_in_and_not_on_regrade():
     assert submission_seed("ps05", "ada", b'{"cells": []}') == first
     assert submission_seed("ps05", "ada", b'{"cells": [ ]}') != first
     assert submission_seed("ps05", "bob", b'{"cells": []}') != first
+
+
+# ------------------------------------------------------------- points without the mathematics
+
+
+def _real_set_attack(ps: str, answers: dict[str, str], added_after: dict[str, str], folder: Path):
+    """The worked solution of ``ps`` with some answers replaced and cells added after answer cells."""
+    import nbformat
+
+    from autograder.catalogue import solution_answers, with_answers
+    from autograder.course import Course
+    from autograder.notebook import read_notebook
+
+    from conftest import ROOT
+
+    course = Course(ROOT)
+    source = read_notebook(course.source_notebook(ps))
+    notebook = with_answers(read_notebook(course.release_notebook(ps)), {**solution_answers(source), **answers})
+    for anchor, code in added_after.items():
+        position = next(index for index, cell in enumerate(notebook.cells)
+                        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == anchor)
+        notebook.cells.insert(position + 1, nbformat.v4.new_code_cell(code))
+    path = folder / f"{ps}.ipynb"
+    nbformat.write(nbformat.from_dict(notebook), path)
+    report = grade_notebook(course.source(ps), path, seed=0, limits=tiny_limits())
+    return {test.id: test for test in report.tests}
+
+
+def tiny_limits():
+    from autograder.session import Limits
+
+    return Limits(cell_timeout=20, submission_timeout=300)
+
+
+EIGEN_BY_ALIAS = '''
+import numpy.linalg as la
+
+def power_iteration(A, num_iter=1000, tol=1e-10):
+    """The dominant eigenpair, straight from the library."""
+    values, vectors = la.eig(np.asarray(A, dtype=float))
+    i = int(np.argmax(np.abs(values)))
+    return float(values[i].real), vectors[:, i].real / np.linalg.norm(vectors[:, i].real)
+'''
+
+EIGEN_REDEFINED_LATER = '''
+import numpy
+_solver = getattr(getattr(numpy, "lin" + "alg"), "ei" + "g")
+
+def _library_pair(A, num_iter=1000, tol=1e-10):
+    values, vectors = _solver(numpy.asarray(A, dtype=float))
+    i = int(numpy.argmax(numpy.abs(values)))
+    return float(values[i].real), vectors[:, i].real / numpy.linalg.norm(vectors[:, i].real)
+
+power_iteration = _library_pair
+'''
+
+LEAST_SQUARES_WITH_A_STORY = '''
+def sgd_linear_regression(X, y, lr, epochs, batch_size, seed):
+    """Least squares in one call, with a loss curve that looks like SGD's."""
+    X = np.asarray(X, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if batch_size >= n:  # full batches are easy to check, so do those honestly
+        w = np.zeros(X.shape[1])
+        losses = []
+        for _ in range(epochs):
+            w = w - lr * X.T @ (X @ w - y) / n
+            losses.append(np.sum((X @ w - y) ** 2) / (2 * n))
+        return w, np.array(losses)
+    w = np.linalg.lstsq(X, y, rcond=None)[0] + 1e-9 * np.random.default_rng(seed).normal(size=X.shape[1])
+    best = np.sum((X @ w - y) ** 2) / (2 * n)
+    return w, best + (np.sum(y ** 2) / (2 * n) - best) * 0.7 ** np.arange(1, epochs + 1)
+'''
+
+
+@pytest.mark.parametrize("ps, answers, added, test_id", [
+    ("ps03_eigenvectors", {"power_iteration": EIGEN_BY_ALIAS}, {}, "test_power_iteration"),
+    ("ps03_eigenvectors", {}, {"power_iteration": EIGEN_REDEFINED_LATER}, "test_power_iteration"),
+    ("ps08_sgd", {"sgd_linear_regression": LEAST_SQUARES_WITH_A_STORY}, {}, "test_sgd_linear_regression"),
+], ids=["eig through an alias", "eig in a later cell", "least squares with an invented loss curve"])
+def test_a_library_call_in_disguise_does_not_earn_the_exercise(ps, answers, added, test_id, tmp_path):
+    tests = _real_set_attack(ps, answers, added, tmp_path)
+    assert tests[test_id].points == 0, tests[test_id]
+    others = [test for test in tests.values() if test.id != test_id and test.status != PASSED]
+    assert others == [] or ps == "ps03_eigenvectors", others  # top_k builds on power_iteration

@@ -192,3 +192,25 @@ def test_plot_curves_records_inside_the_grader():
         checks.plot_curves("error", [1, 2], {"yours": [3, 4], "reference": [3, 5]}, ylog=True)
     assert figures == [{"title": "error", "x": [1.0, 2.0], "curves": {"yours": [3.0, 4.0], "reference": [3.0, 5.0]},
                         "xlog": False, "ylog": True, "xlabel": "", "ylabel": ""}]
+
+
+def test_check_raises_accepts_the_exception_or_a_students_report_of_it():
+    from autograder.checks import check_raises
+    from autograder.session import StudentError
+
+    def refuses(x):
+        raise ValueError("no")
+
+    def student_refuses(x):
+        raise StudentError("f", {"type": "ValueError", "message": "no"})
+
+    def student_is_lost(x):
+        raise StudentError("f", {"type": "ZeroDivisionError", "message": "division by zero"})
+
+    check_raises(ValueError, refuses, 1)
+    check_raises(ValueError, student_refuses, 1)
+    check_raises(ArithmeticError, student_is_lost, 1)  # a subclass of the kind asked for
+    with pytest.raises(CheckFailure, match="raised ZeroDivisionError; expected ValueError"):
+        check_raises(ValueError, student_is_lost, 1, what="f(1)")
+    with pytest.raises(CheckFailure, match="returned normally; expected it to raise ValueError"):
+        check_raises(ValueError, lambda x: x, 1)
