@@ -226,6 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from autograder.audit import audit_problem_set
+    from autograder.html import audit_page
     from autograder.render import print_audit
 
     course = _course(args)
@@ -237,15 +238,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 print(f"\r{ps}: {done}/{total} notebooks graded", end="", file=sys.stderr, flush=True)
 
-        audit = audit_problem_set(course, ps, seeds=range(args.seeds), limits=limits, processes=args.jobs,
-                                  progress=progress)
+        audit = audit_problem_set(course, ps, seeds=range(args.seeds),
+                                  mutant_seeds=None if args.no_mutants else range(args.mutant_seeds),
+                                  limits=limits, processes=args.jobs, progress=progress)
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        print_audit(audit)
+        print_audit(audit, verbose=args.verbose)
         audits.append(audit)
     if args.json:
         Path(args.json).write_text(json.dumps([audit.to_dict() for audit in audits], indent=2) + "\n",
                                    encoding="utf-8")
+    if args.html:
+        Path(args.html).write_text(audit_page(audits), encoding="utf-8")
     return EXIT_OK if all(audit.passed for audit in audits) else EXIT_TESTS_FAILED
 
 
@@ -311,10 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="prove a problem set's tests: solution, mistakes, alternatives")
     audit.add_argument("ps", help="the problem set, or 'all'")
-    audit.add_argument("--seeds", type=int, default=20, help="seeds to grade each notebook at (default: 20)")
+    audit.add_argument("--seeds", type=int, default=20,
+                       help="seeds to grade the solution, each mistake and each alternative at (default: 20)")
+    audit.add_argument("--mutant-seeds", type=int, default=3, help="seeds to grade each mutant at (default: 3)")
+    audit.add_argument("--no-mutants", action="store_true", help="leave out the automatic mutants")
+    audit.add_argument("--verbose", action="store_true", help="list every mistake and mutant, not only problems")
     audit.add_argument("--jobs", type=int, help="notebooks graded at once (default: one per core)")
     audit.add_argument("--timeout", type=float, help="seconds one cell or test may run")
     audit.add_argument("--json", help="also write the audit as JSON to this file")
+    audit.add_argument("--html", help="also write the audit as a web page to this file")
     audit.set_defaults(run=cmd_audit)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")

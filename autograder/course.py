@@ -96,6 +96,10 @@ class Course:
     def alternatives(self, ps: str) -> Path:
         return self.root / "source" / ps / "alternatives.toml"
 
+    def audit_records(self, ps: str) -> Path:
+        """``audit.toml``: the surviving mutants the instructor has explained."""
+        return self.root / "source" / ps / "audit.toml"
+
     def problem_set_of(self, notebook: Path) -> str:
         """Which problem set a notebook belongs to: from its file name, else from its answer cells."""
         from autograder.notebook import NotebookError, SourceNotebook, grade_id, read_notebook

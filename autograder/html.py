@@ -206,3 +206,36 @@ def class_page(reports: list[GradeReport]) -> str:
         f"<td>{_e(r.error or '')}</td></tr>" for r in reports)
     body.append(f"<h2>Students</h2><table><tr><th>student</th><th>score</th><th>note</th></tr>{rows}</table>")
     return _page(f"{title}: class summary", "".join(body))
+
+
+def audit_page(audits: list[Any]) -> str:
+    """The audits of one or more problem sets: the bar, per test cell, the mistakes, the survivors."""
+    parts = ["<h1>Audit of the problem sets' tests</h1>"]
+    for audit in audits:
+        verdict = "passed" if audit.passed else "failed"
+        parts.append(f'<section class="exercise {verdict}"><h2>{_e(audit.ps)}<span class="badge">'
+                     f'{verdict.upper()}</span></h2>')
+        parts.append(f'<p class="meta">{len(audit.seeds)} seeds for the solution, mistakes and alternatives; '
+                     f'{len(audit.mutant_seeds)} for each mutant</p>')
+        rows = "".join(f"<tr><td>{'✓' if condition.holds else '✗'}</td><td>{_e(condition.name)}</td>"
+                       f"<td>{_e(condition.detail)}</td></tr>" for condition in audit.conditions)
+        parts.append(f"<table><tr><th></th><th>condition</th><th>found</th></tr>{rows}</table>")
+        if audit.mutants_checked:
+            rows = "".join(f"<tr><td>{_e(test)}</td><td>{row['mutants']}</td><td>{row['mutants hidden only']}</td>"
+                           f"<td>{row['mistakes']}</td><td>{row['mistakes hidden only']}</td></tr>"
+                           for test, row in audit.per_test().items())
+            parts.append("<h3>Per test cell</h3><table><tr><th>test cell</th><th>mutants killed</th>"
+                         "<th>only by its hidden tests</th><th>mistakes caught</th><th>only by its hidden tests</th>"
+                         f"</tr>{rows}</table>")
+        rows = "".join(f"<tr><td>{_e(m.id)}</td><td>{_e(m.cell)}</td><td>{'yes' if m.caught and m.named else 'NO'}</td>"
+                       f"<td>{'visible tests' if m.by_visible else 'hidden tests only'}</td></tr>"
+                       for m in audit.mistakes)
+        parts.append("<h3>Catalogued mistakes</h3><table><tr><th>mistake</th><th>cell</th><th>caught and named</th>"
+                     f"<th>caught by</th></tr>{rows}</table>")
+        survivors = [m for m in audit.mutants if m.status != "killed"]
+        if survivors:
+            items = "".join(f"<li><b>{_e(m.status)}</b>: {_e(m.key)}<pre>{_e(m.diff)}</pre>"
+                            + (f"<p>{_e(m.reason)}</p>" if m.reason else "") + "</li>" for m in survivors)
+            parts.append(f"<h3>Surviving mutants</h3><ul>{items}</ul>")
+        parts.append("</section>")
+    return _page("Audit", "".join(parts))

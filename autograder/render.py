@@ -11,12 +11,16 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from autograder.report import PASSED, TIMEOUT, GradeReport
+
+if TYPE_CHECKING:
+    from autograder.audit import AuditReport
 
 _STYLE = {PASSED: ("✓ passed", "green"), TIMEOUT: ("⏱ timeout", "yellow"), "error": ("! error", "yellow")}
 
@@ -108,33 +112,51 @@ def print_summary(reports: list[GradeReport], out: Console | None = None) -> Non
                   f"mean score {mean:.2f} / {_points(graded[0].max_score)}")
 
 
-def print_audit(audit, out: Console | None = None) -> None:
-    """An audit: the solution, each catalogued mistake, each alternative, and the verdict."""
+def print_audit(audit: "AuditReport", out: Console | None = None, *, verbose: bool = False) -> None:
+    """An audit: the bar's conditions, what failed, the survivors, and the verdict.  With
+    ``verbose``, every mistake, alternative and mutant."""
     out = out or console()
-    out.print(Text(f"Audit of {audit.ps} at {len(audit.seeds)} seeds", style="bold"))
-    if audit.solution_problems:
-        out.print(Text(f"  ✗ the solution loses points: {audit.solution_problems[0]}", style="red"))
-    else:
-        out.print(Text("  ✓ the solution gets full marks at every seed", style="green"))
+    out.print(Text(f"Audit of {audit.ps}: {len(audit.seeds)} seeds"
+                   + (f", mutants at {len(audit.mutant_seeds)}" if audit.mutants_checked else ", no mutants"),
+                   style="bold"))
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("mistake", "cell", "caught", "named", "caught by"):
+    for column in ("", "condition", "found"):
         table.add_column(column)
-    for mistake in audit.mistakes:
-        table.add_row(mistake.id, mistake.cell, "yes" if mistake.caught else Text("NO", style="red"),
-                      "yes" if mistake.named else Text("NO", style="red"),
-                      "visible tests" if mistake.by_visible else "hidden tests only")
-    if audit.mistakes:
-        out.print(table)
-    for mistake in audit.mistakes:
-        for problem in mistake.problems[:3]:
-            out.print(Text(f"  {mistake.id}: {problem}", style="red"))
-    for alternative in audit.alternatives:
-        if alternative.full_marks:
-            out.print(Text(f"  ✓ alternative {alternative.id}: full marks", style="green"))
-        else:
-            out.print(Text(f"  ✗ alternative {alternative.id}: {alternative.problems[0]}", style="red"))
-    caught = sum(m.caught and m.named for m in audit.mistakes)
-    out.print(f"{caught}/{len(audit.mistakes)} mistakes caught and named, {len(audit.hidden_only)} only by "
-              f"hidden tests; {sum(a.full_marks for a in audit.alternatives)}/{len(audit.alternatives)} "
-              "alternatives at full marks.")
+    for condition in audit.conditions:
+        table.add_row(Text("✓", style="green") if condition.holds else Text("✗", style="red"), condition.name,
+                      printable(condition.detail))
+    out.print(table)
+    problems = [(mistake.id, problem) for mistake in audit.mistakes for problem in mistake.problems[:2]]
+    problems += [(f"alternative {a.id}", problem) for a in audit.alternatives for problem in a.problems[:2]]
+    for name, problem in problems:
+        out.print(Text(f"  {name}: {printable(problem)}", style="red"))
+    if verbose:
+        mistakes = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("mistake", "cell", "caught", "named", "caught by"):
+            mistakes.add_column(column)
+        for mistake in audit.mistakes:
+            mistakes.add_row(mistake.id, mistake.cell, "yes" if mistake.caught else Text("NO", style="red"),
+                             "yes" if mistake.named else Text("NO", style="red"),
+                             "visible tests" if mistake.by_visible else "hidden tests only")
+        out.print(mistakes)
+    if audit.mutants_checked:
+        per_test = Table(show_edge=False, pad_edge=False, box=None, title="per test cell", title_justify="left")
+        for column in ("test cell", "mutants killed", "of which only by hidden tests", "mistakes",
+                       "of which only by hidden tests"):
+            per_test.add_column(column, justify="left" if column == "test cell" else "right")
+        for test, row in audit.per_test().items():
+            per_test.add_row(test, str(row["mutants"]), str(row["mutants hidden only"]), str(row["mistakes"]),
+                             str(row["mistakes hidden only"]))
+        out.print(per_test)
+        shown = [m for m in audit.mutants if m.status == "unexplained" or (verbose and m.status != "killed")]
+        for mutant in shown:
+            label = {"unexplained": ("survives, no reason recorded", "red"), "equivalent": ("equivalent", "dim"),
+                     "accepted": ("survives (recorded gap)", "yellow")}[mutant.status]
+            out.print(Text(f"  {label[0]}: {mutant.key}", style=label[1]))
+            out.print(Text("      " + mutant.diff.replace("\n", "\n      "), style="dim"))
+            if mutant.reason:
+                out.print(Text(f"      reason: {mutant.reason}", style="dim"))
+        for key in audit.stale_records:
+            out.print(Text(f"  audit.toml records a survivor that no longer survives (remove it): {key}",
+                           style="yellow"))
     out.print(Text("PASSED" if audit.passed else "FAILED", style="bold green" if audit.passed else "bold red"))
