@@ -40,6 +40,7 @@ __all__ = [
     "check_decreasing_loss",
     "check_not_using",
     "check_raises",
+    "allow_in_place",
     "test_rng",
 ]
 
@@ -49,6 +50,8 @@ _grading_seed: ContextVar[int | None] = ContextVar("grading_seed", default=None)
 _student_cells: ContextVar[dict[str, str] | None] = ContextVar("student_cells", default=None)
 # Figures the running test cell asked for; None outside the autograder.
 _figures: ContextVar[list[dict[str, Any]] | None] = ContextVar("figures", default=None)
+# Whether a student function may change its arguments in place (the test says so).
+_in_place_allowed: ContextVar[bool] = ContextVar("in_place_allowed", default=False)
 
 
 class CheckFailure(AssertionError):
@@ -78,6 +81,32 @@ def student_code(cells: dict[str, str]) -> Iterator[None]:
         yield
     finally:
         _student_cells.reset(token)
+
+
+@contextlib.contextmanager
+def allow_in_place() -> Iterator[None]:
+    """Within this block, student functions may change their arguments in place.
+
+    Outside it, the autograder fails a test whose call of a student function changed an array
+    or list it passed in ("changed its argument `x` in place; work on a copy"), since an exercise
+    that does not ask for it must leave the caller's data as it was.  In a plain kernel this
+    block does nothing.
+
+    Example::
+
+        with allow_in_place():
+            shuffle_in_place(values)
+    """
+    token = _in_place_allowed.set(True)
+    try:
+        yield
+    finally:
+        _in_place_allowed.reset(token)
+
+
+def in_place_allowed() -> bool:
+    """Whether the running test allows student functions to change their arguments."""
+    return _in_place_allowed.get()
 
 
 def test_rng(salt: str) -> np.random.Generator:

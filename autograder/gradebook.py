@@ -227,10 +227,10 @@ class GradebookWriter:
             if self._answer_of_test.get(test.id) != answer_id:
                 continue
             if test.status == PASSED:
-                lines.append(f"{test.id}: passed ({test.points:g}/{test.max_points:g}).")
+                lines.append(f"{test.name}: passed ({test.points:g}/{test.max_points:g}).")
             else:
                 named = f" Likely mistake: {test.diagnosis}." if test.diagnosis else ""
-                lines.append(f"{test.id}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
+                lines.append(f"{test.name}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
         problems = [f"Running this cell failed: {problem.message}" for problem in report.cell_problems
                     if problem.cell == answer_id]
         return "\n".join(problems + lines) or None

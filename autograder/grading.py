@@ -209,7 +209,7 @@ def grade_notebook(
         session = WorkerSession(stack.enter_context(scratch_area()), launcher, limits)
         student_cells = {step.label: step.source for step in steps
                          if isinstance(step, CodeStep) and step.origin == "student"}
-        tests = _TestRunner(session, seed, student_cells, source.answer_names)
+        tests = _TestRunner(session, seed, student_cells, source.answer_names, dict(source.titles))
         try:
             session.start()
         except (WorkerFailure, LaunchError) as refusal:  # strict mode, or no worker could start
@@ -241,7 +241,8 @@ def grade_notebook(
 
 def _not_graded(report: GradeReport, source: SourceNotebook, reason: str) -> GradeReport:
     report.status, report.error = "error", reason
-    report.tests = [TestResult(test_id, 0.0, source.points(test_id), ERROR, reason) for test_id in source.test_ids]
+    report.tests = [TestResult(test_id, 0.0, source.points(test_id), ERROR, reason, title=source.title(test_id))
+                    for test_id in source.test_ids]
     return report
 
 
@@ -265,8 +266,9 @@ class _TestRunner:
     """Runs test cells in the trusted namespace and turns their outcome into a result."""
 
     def __init__(self, session: WorkerSession, seed: int, student_cells: dict[str, str],
-                 answer_names: frozenset[str]) -> None:
+                 answer_names: frozenset[str], titles: dict[str, str]) -> None:
         self._session = session
+        self._titles = titles
         self._answer_names = answer_names
         self._seed = seed
         self._student_cells = student_cells
@@ -276,7 +278,7 @@ class _TestRunner:
 
     def run(self, step: TestStep) -> TestResult:
         started = time.monotonic()
-        result = TestResult(step.grade_id, 0.0, step.points, PASSED)
+        result = TestResult(step.grade_id, 0.0, step.points, PASSED, title=self._titles.get(step.grade_id, ""))
         self._session.begin_cell()
         if self._session.out_of_time:
             result.status = TIMEOUT

@@ -155,7 +155,7 @@ def student_page(report: GradeReport) -> str:
     for test in report.tests:
         status = test.status
         section = [f'<section class="exercise {_e(status)}" id="{_e(test.id)}">',
-                   f'<h2><span>{_e(test.id)}<span class="badge">{_e(status)}</span></span>'
+                   f'<h2><span>{_e(test.name)}<span class="badge">{_e(status)}</span></span>'
                    f'<span>{test.points:g} / {test.max_points:g}</span></h2>']
         if status != PASSED and test.message:
             section.append(f'<div class="message">{_e(test.message)}</div>')
@@ -193,9 +193,10 @@ def class_page(reports: list[GradeReport]) -> str:
         exercise_ids = [test.id for test in graded[0].tests]
         rates = [100 * sum(1 for r in graded for t in r.tests if t.id == test_id and t.status == PASSED) / len(graded)
                  for test_id in exercise_ids]
-        body.append(bar_rows("Pass rate per exercise", exercise_ids, [round(rate, 1) for rate in rates],
-                             maximum=100, unit="%"))
-        diagnoses = Counter((t.id, t.diagnosis) for r in graded for t in r.tests if t.diagnosis)
+        names = {test.id: test.name for test in graded[0].tests}
+        body.append(bar_rows("Pass rate per exercise", [names[test_id] for test_id in exercise_ids],
+                             [round(rate, 1) for rate in rates], maximum=100, unit="%"))
+        diagnoses = Counter((names.get(t.id, t.id), t.diagnosis) for r in graded for t in r.tests if t.diagnosis)
         if diagnoses:
             rows = "".join(f"<tr><td>{_e(test_id)}</td><td>{_e(name)}</td><td>{count}</td></tr>"
                            for (test_id, name), count in diagnoses.most_common(15))

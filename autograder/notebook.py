@@ -220,6 +220,8 @@ class SourceNotebook:
     # Every name the solutions of the answer cells bind at top level: the only names a test
     # cell reads from the student's process.
     answer_names: frozenset[str] = frozenset()
+    # What students see for each test cell: the heading above it ("Exercise 4 — The chain rule").
+    titles: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> "SourceNotebook":
@@ -232,13 +234,40 @@ class SourceNotebook:
         )
         names = frozenset().union(*(top_level_names(strip_solution_markers(cell.source)) for cell in answer_cells))
         return cls(name=path.stem, cells=code_cells, answer_ids=frozenset(grade_id(cell) for cell in answer_cells),
-                   test_ids=tests, answer_names=names)
+                   test_ids=tests, answer_names=names, titles=tuple(exercise_titles(notebook).items()))
+
+    def title(self, test_id: str) -> str:
+        return dict(self.titles).get(test_id, test_id)
 
     def points(self, test_id: str) -> float:
         for cell in self.cells:
             if grade_id(cell) == test_id:
                 return float(nbgrader_metadata(cell).get("points") or 0)
         raise KeyError(test_id)
+
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+_POINTS = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s+points?\s*\)\s*$", re.IGNORECASE)
+
+
+def exercise_titles(notebook: Node) -> dict[str, str]:
+    """Each test cell's title: the last heading above it, without "(N points)" and emphasis;
+    where several test cells share a heading, each gets its exercise's name after it."""
+    heading = ""
+    titles: dict[str, str] = {}
+    for cell in notebook.cells:
+        if cell.get("cell_type") == "markdown":
+            for line in cell.get("source", "").splitlines():
+                match = _HEADING.match(line)
+                if match:
+                    heading = _POINTS.sub("", match.group(1)).replace("**", "").replace("`", "").replace("$", "").strip()
+        elif nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution") and grade_id(cell):
+            titles[grade_id(cell)] = heading or grade_id(cell)
+    shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
+    for test_id, title in titles.items():
+        if title in shared and title != test_id:
+            titles[test_id] = f"{title}: {test_id.removeprefix('test_')}"
+    return titles
 
 
 def restore_instructor_cells(source: SourceNotebook, submission: Node) -> list[Step]:

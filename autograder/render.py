@@ -60,13 +60,13 @@ def print_report(report: GradeReport, out: Console | None = None) -> None:
     table.add_column("points", justify="right")
     for test in report.tests:
         label, style = _STYLE.get(test.status, ("✗ failed", "red"))
-        table.add_row(Text(label, style=style), printable(test.id), f"{_points(test.points)} / {_points(test.max_points)}")
+        table.add_row(Text(label, style=style), printable(test.name), f"{_points(test.points)} / {_points(test.max_points)}")
     out.print(table)
     for test in report.tests:
         if test.status == PASSED and not test.output.strip():
             continue
         out.print()
-        out.print(Text(printable(test.id), style="bold"))
+        out.print(Text(printable(test.name), style="bold"))
         if test.status != PASSED and test.message:
             out.print(Text("  " + printable(test.message).replace("\n", "\n  ")))
         if test.diagnosis:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from autograder import wire
+from autograder.checks import in_place_allowed
 from autograder.launcher import Launcher
 
 
@@ -95,6 +96,17 @@ def require_protections(missing: dict[str, str], strict: bool) -> None:
             f"Refusing to grade in strict mode: this machine cannot provide {reasons}. "
             "Grade on a machine that has them, or without --strict."
         )
+
+
+class InputModified(AssertionError):
+    """A student function changed an argument in place where the test did not allow it."""
+
+    def __init__(self, function: str, names: list[str]) -> None:
+        quoted = ", ".join(f"`{name}`" for name in names)
+        example = names[0] if not names[0].startswith("argument") else "x"
+        super().__init__(
+            f"{function} changed its argument{'s' if len(names) > 1 else ''} {quoted} in place; work on a copy "
+            f"(for example `{example} = np.array({example}, dtype=float)`) so that the caller's data stays as it was.")
 
 
 class StudentError(Exception):
@@ -264,6 +276,9 @@ class WorkerSession:
             raise TypeError(f"the test could not pass its arguments to {name}: {problem}") from None
         self._collect_output(reply)
         if reply.get("ok") is True:
+            modified = reply.get("modified")
+            if isinstance(modified, list) and modified and not in_place_allowed():
+                raise InputModified(name, [bounded(item, 40) for item in modified[:5]])
             return reply.get("value")
         raise StudentError(name, reply.get("error"))
 

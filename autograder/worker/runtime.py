@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import io
 import linecache
 import os
@@ -26,6 +27,8 @@ import sys
 import traceback
 import types
 from typing import Any, Callable
+
+import numpy as np
 
 from autograder import wire
 
@@ -192,6 +195,7 @@ class Runtime:
 
     def _captured(self, action: Callable[[], Any]) -> dict[str, Any]:
         stdout, stderr = _CappedText(), _CappedText()
+        self._modified: list[str] = []
         reply: dict[str, Any]
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
@@ -206,6 +210,8 @@ class Runtime:
                 reply = {"ok": False, "error": _error_payload(error)}
         reply["stdout"] = stdout.getvalue()
         reply["stderr"] = stderr.getvalue()
+        if self._modified:
+            reply["modified"] = self._modified
         return reply
 
     def _sendable(self, value: Any) -> Any:
@@ -238,7 +244,13 @@ class Runtime:
         return value
 
     def _call(self, target: Any, args: Any, kwargs: Any) -> Any:
-        return self._lookup(target)(*args, **kwargs)
+        function = self._lookup(target)
+        before = {key: _fingerprint(value) for key, value in _arguments(args, kwargs)}
+        value = function(*args, **kwargs)
+        changed = [key for key, argument in _arguments(args, kwargs) if _fingerprint(argument) != before[key]]
+        if changed:
+            self._modified = _parameter_names(function, changed, len(args))
+        return value
 
     def _describe(self, name: str) -> list[Any]:
         if name not in self.namespace:
@@ -273,6 +285,32 @@ class Runtime:
 
 class _Unsendable(Exception):
     pass
+
+
+def _arguments(args: Any, kwargs: Any) -> list[tuple[Any, Any]]:
+    return [*enumerate(args), *kwargs.items()]
+
+
+def _fingerprint(value: Any) -> Any:
+    """What a caller could see of an argument: its data, not its identity."""
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_fingerprint(item) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(key), _fingerprint(item)) for key, item in value.items()))
+    return repr(value) if isinstance(value, (int, float, complex, str, bytes, bool, type(None))) else None
+
+
+def _parameter_names(function: Callable[..., Any], changed: list[Any], positional: int) -> list[str]:
+    """The names of the parameters that received the changed arguments (positions as numbers
+    when the signature cannot be read)."""
+    try:
+        names = [parameter.name for parameter in inspect.signature(function).parameters.values()]
+    except (TypeError, ValueError):
+        names = []
+    return [str(key) if isinstance(key, str) else (names[key] if key < len(names) else f"argument {key + 1}")
+            for key in changed]
 
 
 def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
