@@ -32,6 +32,7 @@ from autograder.launcher import LaunchError, Launcher, scratch_area
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep, grade_id, nbgrader_metadata,
                                  parse_notebook, read_notebook, restore_instructor_cells, split_hidden_tests)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
+from autograder.wire.messages import ErrorInfo
 from autograder.session import (Limits, StudentError, StudentFunction, WorkerFailure, WorkerSession,
                                 WorkerTimedOut, bounded, seconds)
 
@@ -254,12 +255,11 @@ def not_graded(source: SourceNotebook, reason: str, *, notebook: str, student: s
     return _not_graded(report, source, reason)
 
 
-def _describe_cell_error(error: dict[str, Any]) -> str:
-    if error.get("not_implemented"):
+def _describe_cell_error(error: ErrorInfo) -> str:
+    if error.not_implemented:
         return "Not answered yet: this cell still raises NotImplementedError."
-    message = f"This cell raised {error.get('type')}: {error.get('message')}"
-    where = error.get("traceback")
-    return f"{message}\n{where}" if where else message
+    message = f"This cell raised {error.type}: {error.message}"
+    return f"{message}\n{error.traceback}" if error.traceback else message
 
 
 class _TestRunner:

@@ -19,6 +19,7 @@ import numpy as np
 
 from autograder import wire
 from autograder.checks import in_place_allowed
+from autograder.wire import messages
 from autograder.launcher import Launcher
 
 
@@ -40,13 +41,13 @@ def bounded(value: Any, limit: int) -> str:
     return f"{text[:limit]}... [{len(text) - limit:,} more characters cut]"
 
 
-def _bounded_error(payload: Any) -> dict[str, Any]:
-    """An error description from the worker, with every field of bounded size and the right type."""
-    payload = payload if isinstance(payload, dict) else {}
-    return {"type": bounded(payload.get("type") or "Exception", MAX_ERROR_TYPE_CHARS),
-            "message": bounded(payload.get("message"), MAX_ERROR_MESSAGE_CHARS),
-            "traceback": bounded(payload.get("traceback"), MAX_TRACEBACK_CHARS),
-            "not_implemented": payload.get("not_implemented") is True}
+def _bounded_error(error: messages.ErrorInfo | None) -> messages.ErrorInfo:
+    """An error description from the worker, with every field of bounded size."""
+    if error is None:
+        return messages.ErrorInfo("Exception")
+    return messages.ErrorInfo(bounded(error.type or "Exception", MAX_ERROR_TYPE_CHARS),
+                              bounded(error.message, MAX_ERROR_MESSAGE_CHARS),
+                              bounded(error.traceback, MAX_TRACEBACK_CHARS), error.not_implemented)
 
 
 def _payload_bytes(value: Any) -> int:
@@ -112,13 +113,13 @@ class InputModified(AssertionError):
 class StudentError(Exception):
     """A student function raised while a test called it."""
 
-    def __init__(self, function: str, payload: Any) -> None:
+    def __init__(self, function: str, payload: messages.ErrorInfo | None) -> None:
         error = _bounded_error(payload)
         self.function = function
-        self.type = error["type"]
-        self.message = error["message"]
-        self.student_traceback = error["traceback"]
-        self.not_implemented = error["not_implemented"]
+        self.type = error.type
+        self.message = error.message
+        self.student_traceback = error.traceback
+        self.not_implemented = error.not_implemented
         super().__init__(f"{function} raised {self.type}: {self.message}")
 
 
@@ -127,7 +128,7 @@ class CellOutcome:
     """What happened when a cell ran in the worker."""
 
     ok: bool
-    error: dict[str, Any] | None = None
+    error: messages.ErrorInfo | None = None
     failure: str | None = None  # the worker died or hung
     stdout: str = ""
     stderr: str = ""
@@ -137,19 +138,21 @@ class WorkerProcess:
     """One confined worker, forked by the launcher's template, and the channel to it."""
 
     def __init__(self, launcher: Launcher, scratch_area: Path, name: str, limits: Limits,
-                 serve: Callable[[dict[str, Any]], dict[str, Any]],
+                 serve: Callable[[messages.Message], messages.Reply],
                  make_remote: Callable[[wire.Handle], Any], deadline: float) -> None:
         self._launcher = launcher
         self.pid, self._socket = launcher.spawn(scratch_area, name, cpu_seconds=int(limits.submission_timeout) + 5)
         self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote
-        hello = self.request({"op": "hello"}, max(deadline, time.monotonic() + 10)).get("value") or {}
+        # Asked before any student code runs in this worker, so the answer is the worker's own.
+        hello = self.request(messages.Hello(), max(deadline, time.monotonic() + 10)).value
+        hello = hello if isinstance(hello, dict) else {}
         self.protections: list[str] = [str(name) for name in hello.get("in_force", [])]
         missing = hello.get("missing")
         self.missing: dict[str, str] = {str(k): str(v) for k, v in missing.items()} if isinstance(missing, dict) else {}
 
-    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def request(self, message: messages.Message, deadline: float) -> messages.Reply:
         try:
             return self.channel.request(message, deadline)
         except wire.DeadlineExceeded:
@@ -177,7 +180,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         try:
-            self.channel.request({"op": "shutdown"}, time.monotonic() + 2)
+            self.channel.request(messages.Shutdown(), time.monotonic() + 2)
         except Exception:  # noqa: BLE001 - it is being stopped either way
             self.kill()
             return
@@ -253,34 +256,31 @@ class WorkerSession:
     def run_cell(self, source: str, label: str) -> CellOutcome:
         self.begin_cell()
         try:
-            reply = self._request({"op": "exec", "source": source, "label": label})
+            reply = self._request(messages.Exec(source, label))
         except WorkerFailure as failure:
             return CellOutcome(ok=False, failure=self._explain(failure, f"cell {label}"))
-        ok = reply.get("ok") is True
-        outcome = CellOutcome(ok=ok, error=None if ok else _bounded_error(reply.get("error")),
-                              stdout=bounded(reply.get("stdout"), MAX_OUTPUT_CHARS),
-                              stderr=bounded(reply.get("stderr"), MAX_OUTPUT_CHARS))
+        outcome = CellOutcome(ok=reply.ok, error=None if reply.ok else _bounded_error(reply.error),
+                              stdout=bounded(reply.stdout, MAX_OUTPUT_CHARS),
+                              stderr=bounded(reply.stderr, MAX_OUTPUT_CHARS))
         if outcome.ok:
             self._replay.append((source, label))
         return outcome
 
     def describe(self, names: list[str]) -> dict[str, list[Any]]:
-        reply = self._request({"op": "describe", "names": names})
-        value = reply.get("value")
+        value = self._request(messages.Describe(names)).value
         return value if isinstance(value, dict) else {}
 
     def call(self, target: str | int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            reply = self._request({"op": "call", "target": target, "args": list(args), "kwargs": kwargs})
+            reply = self._request(messages.Call(target, list(args), dict(kwargs)))
         except wire.WireError as problem:
             raise TypeError(f"the test could not pass its arguments to {name}: {problem}") from None
         self._collect_output(reply)
-        if reply.get("ok") is True:
-            modified = reply.get("modified")
-            if isinstance(modified, list) and modified and not in_place_allowed():
-                raise InputModified(name, [bounded(item, 40) for item in modified[:5]])
-            return reply.get("value")
-        raise StudentError(name, reply.get("error"))
+        if reply.ok:
+            if reply.modified and not in_place_allowed():
+                raise InputModified(name, [bounded(item, 40) for item in reply.modified[:5]])
+            return reply.value
+        raise StudentError(name, reply.error)
 
     @property
     def failure(self) -> WorkerFailure | None:
@@ -293,11 +293,10 @@ class WorkerSession:
             self._worker = None
 
     # Internals ----------------------------------------------------------------------------
-    def _collect_output(self, reply: dict[str, Any]) -> None:
+    def _collect_output(self, reply: messages.Reply) -> None:
         room = MAX_OUTPUT_CHARS - sum(len(text) for text in self.output)
-        for stream in ("stdout", "stderr"):
-            text = reply.get(stream)
-            if isinstance(text, str) and text and room > 0:
+        for text in (reply.stdout, reply.stderr):
+            if text and room > 0:
                 self.output.append(text[:room])
                 room -= len(text)
 
@@ -310,7 +309,7 @@ class WorkerSession:
                     "Look for a loop that never ends.")
         return f"{failure} (in {where})"
 
-    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, message: messages.Message) -> messages.Reply:
         if self._failure is not None:
             raise self._failure
         try:
@@ -337,28 +336,24 @@ class WorkerSession:
                 raise
             # Rebuild the namespace: cells that ran cleanly run again, in order.
             for source, label in self._replay:
-                worker.request({"op": "exec", "source": source, "label": label}, self._deadline)
+                worker.request(messages.Exec(source, label), self._deadline)
         return self._worker
 
     def _remote_function(self, handle: wire.Handle) -> StudentFunction:
         return StudentFunction(self, handle.id, "the function your code returned")
 
-    def _serve_callback(self, message: dict[str, Any]) -> dict[str, Any]:
-        if message.get("op") != "callback" or self._worker is None:
-            return {"ok": False, "error": {"type": "ProtocolError", "message": "unexpected request"}}
-        handle = message.get("handle")
-        args, kwargs = message.get("args"), message.get("kwargs")
-        if type(handle) is not int or type(args) is not list or type(kwargs) is not dict:
-            return {"ok": False, "error": {"type": "TypeError", "message": "malformed call"}}
-        size = _payload_bytes(args) + _payload_bytes(kwargs)
+    def _serve_callback(self, message: messages.Message) -> messages.Reply:
+        if not isinstance(message, messages.Callback) or self._worker is None:
+            return messages.Reply.failure("ProtocolError", "unexpected request")
+        size = _payload_bytes(message.args) + _payload_bytes(message.kwargs)
         if size > MAX_CALLBACK_ARGUMENT_BYTES:
-            return {"ok": False, "error": {"type": "ValueError", "message": (
+            return messages.Reply.failure("ValueError", (
                 f"the function the test passed in was called with {size / 2**20:.0f} MiB of arguments; "
-                f"it accepts at most {MAX_CALLBACK_ARGUMENT_BYTES // 2**20} MiB")}}
+                f"it accepts at most {MAX_CALLBACK_ARGUMENT_BYTES // 2**20} MiB"))
         try:
-            function = self._worker.channel.local_callable(handle)
-            value = function(*args, **{str(key): item for key, item in kwargs.items()})
+            function = self._worker.channel.local_callable(message.handle)
+            value = function(*message.args, **message.kwargs)
             wire.encode(value, self._worker.channel.register_callable)
-            return {"ok": True, "value": value}
+            return messages.Reply(ok=True, value=value)
         except Exception as error:  # noqa: BLE001 - the student's call of the test's function failed
-            return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)[:500]}}
+            return messages.Reply.failure(type(error).__name__, str(error)[:500])

@@ -174,8 +174,8 @@ BUDGET_ATTACKS = {
     "callbacks with huge arguments": {
         "double": WRONG,
         "apply_twice": ("import numpy as np\ndef apply_twice(f, x):\n"
-                        "    for size in (750_000, 2_000_000):\n"
-                        "        for _ in range(2):\n            try:\n"
+                        "    for size in (750_000, 1_100_000):\n"
+                        "        for _ in range(1):\n            try:\n"
                         "                f(np.ones(size))\n            except Exception:\n                pass\n"
                         "    return f(f(x))\n"),
     },
@@ -183,9 +183,9 @@ BUDGET_ATTACKS = {
         "import autograder.worker.runtime as runtime\n"
         "original = runtime.Runtime.handle\n"
         "def handle(self, message):\n    reply = original(self, message)\n"
-        "    if message.get('op') == 'describe':\n"
+        "    if message.op == 'describe':\n"
         "        for name in ['check_close', 'np', 'x', 'test_rng', 'rng', '_expected', 'abs', 'float']:\n"
-        "            reply['value'][name] = ['data', 6.0]\n"
+        "            reply.value[name] = ['data', 6.0]\n"
         "    return reply\nruntime.Runtime.handle = handle\n" + WRONG),
 }
 

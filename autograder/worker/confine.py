@@ -33,6 +33,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from autograder.wire.messages import WorkerSettings
+
 _SYS_LANDLOCK_CREATE_RULESET = 444
 _SYS_LANDLOCK_ADD_RULE = 445
 _SYS_LANDLOCK_RESTRICT_SELF = 446
@@ -72,22 +74,6 @@ SCRATCH_FILES = 10_000
 
 
 @dataclass
-class Confinement:
-    """What to confine a worker to: the grader's settings, and the scratch directory its
-    supervisor made (``scratch_fd`` is a descriptor of it)."""
-
-    scratch: str
-    scratch_fd: int | None = None
-    readable: list[str] = field(default_factory=list)
-    cpu_seconds: int = 600
-    memory_bytes: int = 4 * 1024**3
-    max_processes: int = 64
-    max_open_files: int = 256
-    max_file_bytes: int = 64 * 1024**2
-    uid: int | None = None
-
-
-@dataclass
 class Applied:
     in_force: list[str] = field(default_factory=list)
     missing: dict[str, str] = field(default_factory=dict)
@@ -119,7 +105,7 @@ def landlock_abi() -> int:
     return max(int(result), 0)
 
 
-def _set_rlimits(settings: Confinement) -> None:
+def _set_rlimits(settings: WorkerSettings) -> None:
     limits = {
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_CPU: settings.cpu_seconds,
@@ -220,7 +206,7 @@ def make_scratch(parent: str, name: str, owner: int | None, applied: Applied) ->
         os.close(parent_fd)
 
 
-def _landlock_ruleset(settings: Confinement, abi: int) -> int:
+def _landlock_ruleset(settings: WorkerSettings, scratch_fd: int, abi: int) -> int:
     """Build the Landlock ruleset (as the current user, who can still open every allowed path);
     :func:`_enforce_landlock` applies it."""
     libc = _libc()
@@ -240,8 +226,7 @@ def _landlock_ruleset(settings: Confinement, abi: int) -> int:
         raise OSError(f"landlock_create_ruleset failed: {_errno_text()}")
     read_only = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
     rules: list[tuple[str | int, int]] = [(path, read_only) for path in settings.readable]
-    rules += [(settings.scratch_fd if settings.scratch_fd is not None else settings.scratch, handled_fs),
-              ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
+    rules += [(scratch_fd, handled_fs), ("/dev/null", _FS_READ_FILE | _FS_WRITE_FILE)]
     try:
         for where, access in rules:
             if isinstance(where, int):
@@ -390,8 +375,9 @@ def _deny_sockets() -> None:
         raise OSError(f"seccomp failed: {_errno_text()}")
 
 
-def confine(settings: Confinement, applied: Applied) -> Applied:
-    """Apply the remaining protections to the current process (the worker itself)."""
+def confine(settings: WorkerSettings, *, scratch_fd: int, uid: int | None, applied: Applied) -> Applied:
+    """Apply the remaining protections to the current process (the worker itself), confined to
+    the scratch directory open as ``scratch_fd``, as ``uid`` when running as root."""
     try:
         _set_rlimits(settings)
         applied.in_force.append(RLIMITS)
@@ -402,16 +388,15 @@ def confine(settings: Confinement, applied: Applied) -> Applied:
     ruleset = None
     if abi:
         try:
-            ruleset = _landlock_ruleset(settings, abi)
+            ruleset = _landlock_ruleset(settings, scratch_fd, abi)
         except OSError as error:
             applied.missing[FILESYSTEM] = str(error)
 
     if os.geteuid() == 0:
         # A uid of its own: RLIMIT_NPROC then counts this worker's processes only, and the
         # grader's files and /proc entries are out of reach by ordinary permissions too.
-        uid = settings.uid if settings.uid is not None else WORKER_UID_BASE
         try:
-            _drop_privileges(uid)
+            _drop_privileges(uid if uid is not None else WORKER_UID_BASE)
             applied.in_force.append(UNPRIVILEGED)
         except OSError as error:
             applied.missing[UNPRIVILEGED] = str(error)

@@ -31,6 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from autograder import wire
+from autograder.wire import messages
 
 MAX_CAPTURED_CHARS = 20_000
 _CELL_PREFIX = "<cell "
@@ -132,17 +133,13 @@ def _student_traceback(error: BaseException) -> str:
     return "\n".join(lines)
 
 
-def _error_payload(error: BaseException) -> dict[str, Any]:
+def _error_payload(error: BaseException) -> messages.ErrorInfo:
     try:
         message = str(error)
     except Exception:  # noqa: BLE001 - a student exception whose __str__ fails
         message = ""
-    return {
-        "type": type(error).__name__,
-        "message": message[:2000],
-        "traceback": _student_traceback(error),
-        "not_implemented": isinstance(error, NotImplementedError),
-    }
+    return messages.ErrorInfo(type(error).__name__, message[:2000], _student_traceback(error),
+                              isinstance(error, NotImplementedError))
 
 
 class InstructorFunction:
@@ -178,41 +175,34 @@ class Runtime:
         self._transformer: Any = None
 
     # Requests -------------------------------------------------------------------------
-    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        op = message["op"]
-        if op == "exec":
-            return self._captured(lambda: self._exec(str(message["source"]), str(message["label"])))
-        if op == "call":
-            return self._captured(lambda: self._call(message["target"], message["args"], message["kwargs"]))
-        if op == "describe":
-            return {"ok": True, "value": {name: self._describe(name) for name in message["names"]}}
-        if op == "hello":
-            return {"ok": True, "value": {**self.protections, "uid": os.getuid()}}
-        if op == "shutdown":
-            return {"ok": True, "value": None}
-        return {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}",
-                                       "traceback": "", "not_implemented": False}}
+    def handle(self, message: messages.Message) -> messages.Reply:
+        if isinstance(message, messages.Exec):
+            return self._captured(lambda: self._exec(message.source, message.label))
+        if isinstance(message, messages.Call):
+            return self._captured(lambda: self._call(message.target, message.args, message.kwargs))
+        if isinstance(message, messages.Describe):
+            return messages.Reply(ok=True, value={name: self._describe(name) for name in message.names})
+        if isinstance(message, messages.Hello):
+            return messages.Reply(ok=True, value={**self.protections, "uid": os.getuid()})
+        if isinstance(message, messages.Shutdown):
+            return messages.Reply(ok=True)
+        return messages.Reply.failure("ProtocolError", f"unexpected request {message.op!r}")
 
-    def _captured(self, action: Callable[[], Any]) -> dict[str, Any]:
+    def _captured(self, action: Callable[[], Any]) -> messages.Reply:
         stdout, stderr = _CappedText(), _CappedText()
         self._modified: list[str] = []
-        reply: dict[str, Any]
+        value, error = None, None
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                value = action()
-                reply = {"ok": True, "value": self._sendable(value)}
+                value = self._sendable(action())
             except _Unsendable as problem:
-                reply = {"ok": False, "error": {"type": "UnsendableResult", "message": str(problem),
-                                                "traceback": "", "not_implemented": False}}
-            except BaseException as error:  # noqa: BLE001 - report every student failure
-                if isinstance(error, SystemExit):
-                    error = RuntimeError(f"the code called exit({error.code!r})")
-                reply = {"ok": False, "error": _error_payload(error)}
-        reply["stdout"] = stdout.getvalue()
-        reply["stderr"] = stderr.getvalue()
-        if self._modified:
-            reply["modified"] = self._modified
-        return reply
+                error = messages.ErrorInfo("UnsendableResult", str(problem))
+            except BaseException as failure:  # noqa: BLE001 - report every student failure
+                if isinstance(failure, SystemExit):
+                    failure = RuntimeError(f"the code called exit({failure.code!r})")
+                error = _error_payload(failure)
+        return messages.Reply(ok=error is None, value=value, error=error, stdout=stdout.getvalue(),
+                              stderr=stderr.getvalue(), modified=self._modified)
 
     def _sendable(self, value: Any) -> Any:
         try:
@@ -269,18 +259,15 @@ class Runtime:
     # Callbacks --------------------------------------------------------------------------
     def callback(self, handle: wire.Handle, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            reply = self.channel.request(
-                {"op": "callback", "handle": handle.id, "args": list(args), "kwargs": kwargs}
-            )
+            reply = self.channel.request(messages.Callback(handle.id, list(args), dict(kwargs)))
         except wire.WireError as problem:
             raise TypeError(
                 f"The function the test passed in takes numbers or arrays; {problem}."
             ) from None
-        if reply.get("ok"):
-            return reply.get("value")
-        error = reply.get("error") or {}
-        error_type = _ERROR_TYPES.get(str(error.get("type")), RuntimeError)
-        raise error_type(str(error.get("message", "the test's function failed")))
+        if reply.ok:
+            return reply.value
+        error = reply.error or messages.ErrorInfo("RuntimeError", "the test's function failed")
+        raise _ERROR_TYPES.get(error.type, RuntimeError)(error.message)
 
 
 class _Unsendable(Exception):
@@ -321,16 +308,14 @@ def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
     channel.serve = runtime.handle
     while True:
         try:
-            message = channel.receive()
+            message, message_id = channel.receive()
         except wire.PeerGone:
             return
         reply = runtime.handle(message)
         try:
-            channel.send({**reply, "op": "reply", "id": message.get("id")})
+            channel.send(reply, message_id)
         except wire.WireError as problem:
-            channel.send({"op": "reply", "id": message.get("id"), "ok": False,
-                          "error": {"type": "UnsendableResult", "message": str(problem),
-                                    "traceback": "", "not_implemented": False}})
-        if message["op"] == "shutdown":
+            channel.send(messages.Reply.failure("UnsendableResult", str(problem)), message_id)
+        if isinstance(message, messages.Shutdown):
             sys.stdout.flush()
             return
