@@ -38,7 +38,7 @@ from autograder.course import Course
 from autograder.mutants import Mutant, mutants_of
 from autograder.notebook import BEGIN_HIDDEN, END_HIDDEN, Node, SourceNotebook, read_notebook
 from autograder.report import PASSED, GradeReport
-from autograder.session import Limits
+from autograder.settings import Limits
 
 if sys.version_info >= (3, 11):
     import tomllib

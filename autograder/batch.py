@@ -24,7 +24,7 @@ from autograder.html import class_page, student_page
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
-from autograder.session import Limits
+from autograder.settings import Limits
 
 
 _PR_SET_PDEATHSIG = 1

@@ -23,24 +23,17 @@ from pathlib import Path
 
 from autograder import __version__
 from autograder.batch import already_graded, find_submissions, grade_batch, read_hand_in, write_class_page
-from autograder.catalogue import CatalogueError
-from autograder.course import Course, CourseError
+from autograder.course import Course
+from autograder.errors import AutograderError, UsageError
 from autograder.gradescope import gradescope_results
-from autograder.gradebook import GradebookError
 from autograder.grading import grade_notebook, not_graded
 from autograder.html import student_page
 from autograder.launcher import Launcher
-from autograder.notebook import NotebookError
-from autograder.release import ReleaseError
 from autograder.render import print_report, print_summary, printable
 from autograder.report import GradeReport
-from autograder.session import Limits
+from autograder.settings import Limits
 
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    pass
 
 
 def _course(args: argparse.Namespace) -> Course:
@@ -342,14 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, CourseError, CatalogueError) as error:
-        print(f"autograder: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotebookError as error:
-        print(f"autograder: the course's own notebook is unreadable: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ReleaseError, GradebookError) as error:
-        print(f"autograder: {error}", file=sys.stderr)
+    except AutograderError as error:
+        print(f"autograder: {printable(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("autograder: interrupted", file=sys.stderr)

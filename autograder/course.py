@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.session import Limits
+from autograder.errors import AutograderError
+from autograder.settings import Limits, load_limits
 
 if TYPE_CHECKING:
     from autograder.notebook import SourceNotebook
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 CONFIG_FILE = "nbgrader_config.py"
 
 
-class CourseError(Exception):
+class CourseError(AutograderError):
     """A course, problem set or file that cannot be found; the message says what to do."""
 
 
@@ -76,9 +77,12 @@ class Course:
         """The instructor notebook of ``ps``, checked to be safe to grade with (its test cells
         read nothing a student could rebind)."""
         from autograder.grading import unsafe_test_names
-        from autograder.notebook import SourceNotebook
+        from autograder.notebook import NotebookError, SourceNotebook
 
-        source = SourceNotebook.load(self.source_notebook(ps))
+        try:
+            source = SourceNotebook.load(self.source_notebook(ps))
+        except NotebookError as error:
+            raise CourseError(f"The course's own notebook of {ps} cannot be read: {error}") from None
         problems = unsafe_test_names(source)
         if problems:
             raise CourseError(" ".join(problems[:3]) + (f" ({len(problems) - 3} more)" if len(problems) > 3 else ""))
@@ -128,13 +132,13 @@ class Course:
         path = self.root / CONFIG_FILE
         if not path.is_file():
             return Config()
-        return PyFileConfigLoader(CONFIG_FILE, path=str(self.root)).load_config()
+        try:
+            return PyFileConfigLoader(CONFIG_FILE, path=str(self.root)).load_config()
+        except Exception as error:  # noqa: BLE001 - the instructor's file, reported as one sentence
+            raise CourseError(f"{path} could not be loaded: {type(error).__name__}: {error}. "
+                              "Fix the line it names.") from None
 
     def limits(self) -> Limits:
-        section = self.config().get("Autograder", {})
-        defaults = Limits()
-        return Limits(
-            cell_timeout=float(section.get("cell_timeout", defaults.cell_timeout)),
-            submission_timeout=float(section.get("submission_timeout", defaults.submission_timeout)),
-            strict=bool(section.get("strict", defaults.strict)),
-        )
+        """The engine's limits from ``c.Autograder`` (a misspelt or mistyped setting is a
+        :class:`~autograder.settings.SettingsError`)."""
+        return load_limits(self.config())

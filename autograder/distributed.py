@@ -39,10 +39,11 @@ from typing import Any, Callable, Iterator
 import autograder
 from autograder.batch import (HandIn, Submission, _failed_report, grade_hand_in, write_class_page,
                               write_student_files)
+from autograder.errors import AutograderError
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
-from autograder.session import Limits
+from autograder.settings import Limits
 
 INSTALL = "pip install 'autograder[cluster]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
@@ -50,7 +51,7 @@ WORKER_TIMEOUT = 60.0  # seconds to wait for a first worker, once the tasks are 
 RETRIES = 1  # for a task that raised outside the grading itself (a worker's disk, say)
 
 
-class ClusterError(Exception):
+class ClusterError(AutograderError):
     """The cluster cannot be used; ``str(error)`` says why in one or two sentences."""
 
 

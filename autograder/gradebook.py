@@ -31,12 +31,13 @@ from typing import Any
 
 from autograder.batch import TIMESTAMP_FILE, Submission
 from autograder.course import Course
+from autograder.errors import AutograderError
 from autograder.notebook import (NotebookError, SourceNotebook, grade_id, nbgrader_metadata, parse_notebook,
                                  read_notebook, split_hidden_tests, strip_solution_markers)
 from autograder.report import PASSED, GradeReport
 
 
-class GradebookError(Exception):
+class GradebookError(AutograderError):
     """The gradebook cannot be opened or written; the message says what to do."""
 
 

@@ -33,8 +33,9 @@ from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestSt
                                  parse_notebook, read_notebook, restore_instructor_cells, split_hidden_tests)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
 from autograder.wire.messages import ErrorInfo
-from autograder.session import (Limits, StudentError, StudentFunction, WorkerFailure, WorkerSession,
-                                WorkerTimedOut, bounded, seconds)
+from autograder.session import (StudentError, StudentFunction, WorkerFailure, WorkerSession, WorkerTimedOut,
+                                bounded)
+from autograder.settings import Limits, seconds
 
 REPORTED_OUTPUT_CHARS = 5_000
 MAX_MESSAGE_CHARS = 4_000

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 from autograder import wire
 from autograder.safefs import remove_tree
+from autograder.settings import Limits
 from autograder.wire import messages
 
 PACKAGE_DIR = Path(wire.__file__).resolve().parent.parent  # the autograder package
@@ -69,10 +70,7 @@ def base_environment(home: Path) -> dict[str, str]:
 class Launcher:
     """The warm worker template, started on first use and restarted if it dies."""
 
-    def __init__(self, *, memory_bytes: int = messages.WorkerSettings.memory_bytes,
-                 max_processes: int = messages.WorkerSettings.max_processes) -> None:
-        self.memory_bytes = memory_bytes
-        self.max_processes = max_processes
+    def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
         self._ready = False
@@ -123,13 +121,14 @@ class Launcher:
         socket.send_fds(self._control, [wire.encode(request.to_wire())], fds or [])
         return self._receive(timeout=60)
 
-    def spawn(self, scratch_area: Path, name: str, cpu_seconds: int) -> tuple[int, socket.socket]:
+    def spawn(self, scratch_area: Path, name: str, limits: Limits) -> tuple[int, socket.socket]:
         """A new confined worker whose scratch directory is ``scratch_area/name`` (made by its
-        supervisor; ``name`` must be new); returns its pid and a socket to it."""
+        supervisor; ``name`` must be new), within ``limits``; returns its pid and a socket to it."""
         ours, theirs = socket.socketpair()
         settings = messages.WorkerSettings(
-            scratch_parent=str(scratch_area), scratch_name=name, readable=readable_paths(), cpu_seconds=cpu_seconds,
-            memory_bytes=self.memory_bytes, max_processes=self.max_processes)
+            scratch_parent=str(scratch_area), scratch_name=name, readable=readable_paths(),
+            cpu_seconds=int(limits.submission_timeout) + 5, memory_bytes=limits.memory_bytes,
+            max_processes=limits.max_processes)
         try:
             reply = self._ask(messages.Spawn(settings), [theirs.fileno()])
         finally:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from autograder.course import Course
+from autograder.errors import AutograderError
 from autograder.notebook import read_notebook, strip_solution_markers
 
 
-class ReleaseError(Exception):
-    pass
+class ReleaseError(AutograderError):
+    """nbgrader could not release a problem set; the message carries its reason."""
 
 
 def generate_release(course: Course, ps: str, destination: Path, *, db_url: str | None = None) -> Path:

@@ -21,6 +21,7 @@ from autograder import wire
 from autograder.checks import in_place_allowed
 from autograder.wire import messages
 from autograder.launcher import Launcher
+from autograder.settings import Limits, seconds
 
 
 # What the grader keeps of text that comes from the worker (it could be a hostile worker writing
@@ -61,20 +62,6 @@ def _payload_bytes(value: Any) -> int:
     if isinstance(value, (str, bytes)):
         return len(value)
     return 8
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Limits on one submission's worker."""
-
-    cell_timeout: float = 30.0
-    submission_timeout: float = 600.0
-    strict: bool = False  # refuse to grade when a protection is missing
-
-
-def seconds(value: float) -> str:
-    """``1 second``, ``2.5 seconds``."""
-    return f"{value:g} second" + ("" if value == 1 else "s")
 
 
 class WorkerFailure(Exception):
@@ -141,7 +128,7 @@ class WorkerProcess:
                  serve: Callable[[messages.Message], messages.Reply],
                  make_remote: Callable[[wire.Handle], Any], deadline: float) -> None:
         self._launcher = launcher
-        self.pid, self._socket = launcher.spawn(scratch_area, name, cpu_seconds=int(limits.submission_timeout) + 5)
+        self.pid, self._socket = launcher.spawn(scratch_area, name, limits)
         self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote

@@ -603,7 +603,7 @@ def test_student_data_cannot_make_the_grader_exceed_its_budgets(tmp_path):
 
     from autograder.catalogue import solution_answers, with_answers
     from autograder.notebook import read_notebook
-    from autograder.session import Limits
+    from autograder.settings import Limits
 
     source, path = budget_notebook(tmp_path)
     notebook = read_notebook(path)
@@ -794,7 +794,7 @@ def _real_set_attack(ps: str, answers: dict[str, str], added_after: dict[str, st
 
 
 def tiny_limits():
-    from autograder.session import Limits
+    from autograder.settings import Limits
 
     return Limits(cell_timeout=20, submission_timeout=300)
 
