@@ -15,7 +15,7 @@ import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Protocol
 
 import autograder
 from autograder import safefs
@@ -188,7 +188,7 @@ def grade_hand_in(source: SourceNotebook, submission: Submission, hand_in: HandI
                   launcher: Launcher | None, seed: int | None = None) -> GradeReport:
     """Grade what :meth:`Submission.read` returned (a sentence is a hand-in that cannot be graded)."""
     if isinstance(hand_in, str):
-        return _failed_report(source, submission, hand_in,
+        return not_graded_submission(source, submission, hand_in,
                               seed=submission_seed(submission.ps, submission.student) if seed is None else seed)
     seed = submission_seed(submission.ps, submission.student, hand_in.notebook) if seed is None else seed
     report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name,
@@ -215,13 +215,14 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
             try:
                 report = grade_submission(source, submission, limits=limits, launcher=launcher, seed=seed)
             except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-                report = _failed_report(source, submission, f"The grader failed on this notebook: {error}")
+                report = not_graded_submission(source, submission, f"The grader failed on this notebook: {error}")
             # With its peak memory so far: the grader's own, not its workers'.
             results.put((index, report.to_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
 
-def _failed_report(source: SourceNotebook, submission: Submission, reason: str,
-                   seed: int | None = None) -> GradeReport:
+def not_graded_submission(source: SourceNotebook, submission: Submission, reason: str,
+                          seed: int | None = None) -> GradeReport:
+    """The report of a hand-in that could not be graded (see :func:`autograder.grading.not_graded`)."""
     return not_graded(source, reason, notebook=f"{submission.student}/{submission.ps}", student=submission.student,
                       seed=seed)
 
@@ -239,70 +240,105 @@ def default_jobs() -> int:
     return max(1, cores)
 
 
-def grade_batch(
+class Executor(Protocol):
+    """Where a class is graded: the local process pool or a Dask cluster.
+
+    :meth:`results` grades every submission and yields ``(index, report)`` as each finishes, in
+    any order; a submission it could not grade may be left out (the core reports it)."""
+
+    def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
+                seed: int | None) -> Iterator[tuple[int, GradeReport]]: ...
+
+
+class LocalPool:
+    """Graders in processes of this machine, one warm worker template each."""
+
+    def __init__(self, jobs: int | None = None, stats: BatchStats | None = None) -> None:
+        self.jobs = jobs
+        self.stats = stats
+
+    def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
+                seed: int | None) -> Iterator[tuple[int, GradeReport]]:
+        jobs = max(1, min(self.jobs or default_jobs(), len(submissions)))
+        # Forking this process is quick, and it holds no student data.
+        context = multiprocessing.get_context("fork")
+        # Results wait in a short queue: when the caller falls behind (writing the gradebook),
+        # the graders pause instead of piling up reports in memory.
+        tasks, results = context.Queue(), context.Queue(maxsize=4 * jobs)
+        for item in enumerate(submissions):
+            tasks.put(item)
+        for _ in range(jobs):
+            tasks.put(None)
+        processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results),
+                                     daemon=True) for _ in range(jobs)]
+        for process in processes:
+            process.start()
+        received = 0
+        try:
+            while received < len(submissions):
+                try:
+                    index, data, peak = results.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(process.is_alive() for process in processes):
+                        return
+                    continue
+                received += 1
+                if self.stats is not None:
+                    self.stats.grader_peak_bytes = max(self.stats.grader_peak_bytes, peak)
+                yield index, GradeReport.from_dict(data)
+        finally:
+            for process in processes:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+
+
+def grade_class(
     source_path: Path,
     submissions: list[Submission],
     reports: Path,
     *,
+    executor: Executor,
     limits: Limits,
     seed: int | None = None,
-    jobs: int | None = None,
     progress: Callable[[int, int, GradeReport], None] | None = None,
-    stats: BatchStats | None = None,
 ) -> list[GradeReport]:
-    """Grade submissions on ``jobs`` processes (default: every core).
+    """Grade submissions with ``executor``: the one loop every way of grading a class shares.
 
     Writes ``reports/<student>.json`` and ``.html`` as each finishes, and ``reports/index.html``
-    (the class summary) at the end.  ``stats``, when given, is filled in as the batch runs.
-
-    Reports come back in the order of ``submissions``.
+    (the class summary) at the end.  Every submission gets a report: one the executor did not
+    return says so.  Reports come back in the order of ``submissions``, as summaries (without
+    pictures and output), so that memory stays flat over a large class.
     """
     if not submissions:
         return []
     reports.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, min(jobs or default_jobs(), len(submissions)))
     source = SourceNotebook.load(source_path)
-    # Forking this process is quick, and it holds no student data.
-    context = multiprocessing.get_context("fork")
-    # Results wait in a short queue: when this process falls behind (writing the gradebook),
-    # the graders pause instead of piling up reports in memory.
-    tasks, results = context.Queue(), context.Queue(maxsize=4 * jobs)
-    for item in enumerate(submissions):
-        tasks.put(item)
-    for _ in range(jobs):
-        tasks.put(None)
-    processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results),
-                                 daemon=True) for _ in range(jobs)]
-    for process in processes:
-        process.start()
     done: dict[int, GradeReport] = {}
-    try:
-        while len(done) < len(submissions):
-            try:
-                index, data, peak = results.get(timeout=1.0)
-            except queue.Empty:
-                if not any(process.is_alive() for process in processes):
-                    break
-                continue
-            if stats is not None:
-                stats.grader_peak_bytes = max(stats.grader_peak_bytes, peak)
-            report = GradeReport.from_dict(data)
-            write_student_files(report, reports, submissions[index].student)
-            done[index] = report.summary()
-            if progress:
-                progress(len(done), len(submissions), report)
-    finally:
-        for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
+
+    def finish(index: int, report: GradeReport) -> None:
+        write_student_files(report, reports, submissions[index].student)
+        done[index] = report.summary()
+        if progress:
+            progress(len(done), len(submissions), report)
+
+    for index, report in executor.results(source_path, submissions, limits=limits, seed=seed):
+        finish(index, report)
     for index, submission in enumerate(submissions):
         if index not in done:
-            done[index] = _failed_report(source, submission, "The grading process stopped before this notebook.")
-            write_student_files(done[index], reports, submission.student)
+            finish(index, not_graded_submission(source, submission, "The grading process stopped before this notebook."))
     ordered = [done[index] for index in range(len(submissions))]
     write_class_page(ordered, reports)
     return ordered
+
+
+def grade_batch(source_path: Path, submissions: list[Submission], reports: Path, *, limits: Limits,
+                seed: int | None = None, jobs: int | None = None,
+                progress: Callable[[int, int, GradeReport], None] | None = None,
+                stats: BatchStats | None = None) -> list[GradeReport]:
+    """:func:`grade_class` on ``jobs`` local processes (default: every core)."""
+    return grade_class(source_path, submissions, reports, executor=LocalPool(jobs, stats), limits=limits,
+                       seed=seed, progress=progress)
 
 
 def write_class_page(reports_list: list[GradeReport], folder: Path) -> None:
