@@ -197,20 +197,26 @@ def test_plot_curves_records_inside_the_grader():
 def test_check_raises_accepts_the_exception_or_a_students_report_of_it():
     from autograder.checks import check_raises
     from autograder.session import StudentError
+    from autograder.wire.messages import ErrorInfo
 
     def refuses(x):
         raise ValueError("no")
 
     def student_refuses(x):
-        raise StudentError("f", {"type": "ValueError", "message": "no"})
+        raise StudentError("f", ErrorInfo("ValueError", "no"))
 
     def student_is_lost(x):
-        raise StudentError("f", {"type": "ZeroDivisionError", "message": "division by zero"})
+        raise StudentError("f", ErrorInfo("ZeroDivisionError", "division by zero"))
+
+    def unanswered(x):
+        raise StudentError("f", ErrorInfo("NotImplementedError", not_implemented=True))
 
     check_raises(ValueError, refuses, 1)
-    check_raises(ValueError, student_refuses, 1)
+    check_raises("ValueError", student_refuses, 1)
     check_raises(ArithmeticError, student_is_lost, 1)  # a subclass of the kind asked for
-    with pytest.raises(CheckFailure, match="raised ZeroDivisionError; expected ValueError"):
-        check_raises(ValueError, student_is_lost, 1, what="f(1)")
-    with pytest.raises(CheckFailure, match="returned normally; expected it to raise ValueError"):
+    with pytest.raises(CheckFailure, match=r"raised ZeroDivisionError \(division by zero\); expected ValueError\. Mind"):
+        check_raises(ValueError, student_is_lost, 1, what="f(1)", hint="Mind the zero.")
+    with pytest.raises(CheckFailure, match="returned 1; expected it to raise ValueError"):
         check_raises(ValueError, lambda x: x, 1)
+    with pytest.raises(CheckFailure, match="is not implemented yet"):
+        check_raises(ValueError, unanswered, 1)
