@@ -352,13 +352,19 @@ def audit_problem_set(course: Course, ps: str, *, seeds: Iterable[int] = range(D
     for alternative in alternatives:
         notebook = with_answers(release, {**answers, alternative.cell: alternative.code})
         jobs += [Job(("alternative", alternative.id, seed), notebook, "full", seed) for seed in seeds]
-    for number, mutant in enumerate(mutants):
-        notebook = with_answers(release, {**answers, mutant.cell: mutant.code})
-        jobs += [Job(("mutant", number, seed), notebook, "full", seed, mutant_limits) for seed in mutant_seeds]
+    mutant_notebooks = [with_answers(release, {**answers, mutant.cell: mutant.code}) for mutant in mutants]
+    for number, notebook in enumerate(mutant_notebooks):
+        jobs.append(Job(("mutant", number, mutant_seeds[0]), notebook, "full", mutant_seeds[0], mutant_limits))
         jobs.append(Job(("mutant visible", number), notebook, "visible", mutant_seeds[0], mutant_limits))
 
     graded = dict(zip((job.key for job in jobs),
                       grade_jobs(sources, jobs, limits=limits, processes=processes, progress=progress)))
+    # Most mutants die at the first seed; only the survivors are graded at the other seeds.
+    survivors = [number for number in range(len(mutants)) if _lost(graded[("mutant", number, mutant_seeds[0])]) == set()]
+    later = [Job(("mutant", number, seed), mutant_notebooks[number], "full", seed, mutant_limits)
+             for number in survivors for seed in mutant_seeds[1:]]
+    graded.update(zip((job.key for job in later),
+                      grade_jobs(sources, later, limits=limits, processes=processes, progress=progress)))
     audit = AuditReport(ps=ps, seeds=seeds, mutant_seeds=mutant_seeds, test_ids=list(full.test_ids),
                         mutants_checked=bool(mutant_seeds))
     for seed in seeds:
@@ -371,8 +377,8 @@ def audit_problem_set(course: Course, ps: str, *, seeds: Iterable[int] = range(D
         audit.alternatives.append(AlternativeResult(alternative.id, alternative.cell, not problems, problems))
     used: set[str] = set()
     for number, mutant in enumerate(mutants):
-        result = _judge_mutant(mutant, [graded[("mutant", number, seed)] for seed in mutant_seeds],
-                               graded[("mutant visible", number)])
+        result = _judge_mutant(mutant, [graded[("mutant", number, seed)] for seed in mutant_seeds
+                                        if ("mutant", number, seed) in graded], graded[("mutant visible", number)])
         record = records.get(mutant.key)
         if result.killed:
             result.status = "killed"
