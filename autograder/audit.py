@@ -97,8 +97,8 @@ class Job:
 
 
 def _grading_process(sources: dict[str, SourceNotebook], limits: Limits, tasks: Any, results: Any) -> None:
-    from autograder.grading import grade_notebook
-    from autograder.launcher import Launcher
+    from autograder.grader.grading import grade_notebook
+    from autograder.grader.launcher import Launcher
 
     with Launcher() as launcher:
         while (task := tasks.get()) is not None:

@@ -19,9 +19,9 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import autograder
 from autograder import safefs
-from autograder.grading import grade_notebook, not_graded
+from autograder.grader.grading import grade_notebook, not_graded
 from autograder.html import class_page, student_page
-from autograder.launcher import Launcher
+from autograder.grader.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
 from autograder.settings import Limits
@@ -222,7 +222,7 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
 
 def not_graded_submission(source: SourceNotebook, submission: Submission, reason: str,
                           seed: int | None = None) -> GradeReport:
-    """The report of a hand-in that could not be graded (see :func:`autograder.grading.not_graded`)."""
+    """The report of a hand-in that could not be graded (see :func:`autograder.grader.grading.not_graded`)."""
     return not_graded(source, reason, notebook=f"{submission.student}/{submission.ps}", student=submission.student,
                       seed=seed)
 

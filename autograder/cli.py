@@ -25,10 +25,11 @@ from autograder import __version__
 from autograder.batch import already_graded, find_submissions, grade_batch, read_hand_in, write_class_page
 from autograder.course import Course
 from autograder.errors import AutograderError, UsageError
-from autograder.gradescope import gradescope_results
-from autograder.grading import grade_notebook, not_graded
+from autograder.integrations.gradescope import gradescope_results
+from autograder.grader.grading import grade_notebook, not_graded
 from autograder.html import student_page
-from autograder.launcher import Launcher
+from autograder.integrations import EXPORTS
+from autograder.grader.launcher import Launcher
 from autograder.render import print_report, print_summary, printable
 from autograder.report import GradeReport
 from autograder.settings import Limits
@@ -109,7 +110,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     with contextlib.ExitStack() as stack:
         gradebook = None
         if not getattr(args, "no_gradebook", False):
-            from autograder.gradebook import GradebookTarget, GradebookWriter
+            from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
 
             target = GradebookTarget.for_course(course, submitted, getattr(args, "db", None))
             gradebook = stack.enter_context(GradebookWriter(course, ps, target))
@@ -191,29 +192,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from autograder.export import read_reports, write_gradescope_zip, write_grades_csv
+    from autograder.integrations import EXPORTS
 
     course = _course(args)
     ps = course.check_problem_set(args.ps)
-    if args.format == "gradescope":
-        target = Path(args.out) if args.out else course.root / "exports" / f"{ps}-gradescope.zip"
-        write_gradescope_zip(course, ps, target)
-        print(f"Gradescope autograder for {ps} -> {target} (upload it as the assignment's autograder)")
-        return EXIT_OK
-    if args.format == "otter":
-        from autograder.otter import write_otter_notebook
-
-        target = Path(args.out) if args.out else course.root / "exports" / f"{ps}-otter" / f"{ps}.ipynb"
-        write_otter_notebook(course, ps, target)
-        print(f"otter-grader master notebook for {ps} -> {target} (run `otter assign {target.name} dist` there)")
-        return EXIT_OK
-    reports_dir = Path(args.reports) if args.reports else course.root / "reports" / ps
-    reports = read_reports(reports_dir)
-    if not reports:
-        raise UsageError(f"There are no reports in {reports_dir}; run `autograder grade {ps}` first.")
-    target = Path(args.out) if args.out else reports_dir / "grades.csv"
-    write_grades_csv(reports, target)
-    print(f"{len(reports)} students -> {target}")
+    export = EXPORTS[args.format]
+    reports = Path(args.reports) if args.reports else course.root / "reports" / ps
+    target = Path(args.out) if args.out else export.default_target(course, ps, reports)
+    print(export.write(course, ps, target, reports))
     return EXIT_OK
 
 
@@ -296,10 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     release.set_defaults(run=cmd_release)
 
     export = commands.add_parser("export", help="export a graded class's grades")
-    export.add_argument("format", choices=["csv", "gradescope", "otter"],
-                        help="csv: one row per student, one column per exercise; "
-                             "gradescope: an autograder zip that grades with this engine; "
-                             "otter: an otter-grader master notebook of the problem set")
+    export.add_argument("format", choices=sorted(EXPORTS),
+                        help="; ".join(f"{name}: {entry.help}" for name, entry in sorted(EXPORTS.items())))
     export.add_argument("ps", help="the problem set")
     export.add_argument("--reports", help="folder of the reports (default: COURSE/reports/PS)")
     export.add_argument("--out", help="the file to write (default: REPORTS/grades.csv, "

@@ -76,7 +76,7 @@ class Course:
     def source(self, ps: str) -> "SourceNotebook":
         """The instructor notebook of ``ps``, checked to be safe to grade with (its test cells
         read nothing a student could rebind)."""
-        from autograder.grading import unsafe_test_names
+        from autograder.grader.grading import unsafe_test_names
         from autograder.notebook import NotebookError, SourceNotebook
 
         try:

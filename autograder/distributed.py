@@ -3,7 +3,7 @@
 The same work as :func:`autograder.batch.grade_batch`, spread over the workers of a running
 ``dask.distributed`` cluster.  Each Dask task grades one submission with the same confined
 engine as the local pool (:func:`~autograder.batch.grade_submission` with a
-:class:`~autograder.launcher.Launcher`), so a student's report does not depend on where it
+:class:`~autograder.grader.launcher.Launcher`), so a student's report does not depend on where it
 was graded.  Workers need this package installed, and nothing else from this machine: a task
 receives the notebook's bytes and the source notebook's bytes, and returns the report as
 plain data.  Tasks depend on nothing, so Dask spreads them over the workers, and a worker
@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 import autograder
 from autograder.batch import HandIn, Submission, not_graded_submission, grade_class, grade_hand_in
 from autograder.errors import AutograderError
-from autograder.launcher import Launcher
+from autograder.grader.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
 from autograder.settings import Limits

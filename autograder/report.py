@@ -24,14 +24,14 @@ class TestResult:
     diagnosis: str | None = None  # the named mistake, when one explains the failure
     hidden: bool = False  # the failure came from a hidden line of the test cell
     title: str = ""  # what students see: the exercise's heading ("Exercise 4 — The chain rule")
+    output: str = ""
+    seconds: float = 0.0
+    figures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         """The title when there is one, else the test cell's id."""
         return self.title or self.id
-    output: str = ""
-    seconds: float = 0.0
-    figures: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

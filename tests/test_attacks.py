@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from autograder.batch import BatchStats, Submission, grade_batch
-from autograder.grading import grade_notebook
+from autograder.grader.grading import grade_notebook
 from autograder.report import PASSED
 
 from conftest import leaked_worker_processes
@@ -383,7 +383,7 @@ def test_the_report_lists_the_protections_in_force(tiny):
 
 
 def test_strict_mode_refuses_a_worker_that_lacks_a_protection():
-    from autograder.session import ConfinementMissing, require_protections
+    from autograder.grader.session import ConfinementMissing, require_protections
 
     require_protections({}, strict=True)
     require_protections({"no network": "unshare failed"}, strict=False)
@@ -640,7 +640,7 @@ def test_student_data_cannot_make_the_grader_exceed_its_budgets(tmp_path):
 
 
 def test_long_arrays_are_left_out_of_hidden_test_messages():
-    from autograder.grading import without_long_arrays
+    from autograder.grader.grading import without_long_arrays
 
     assert without_long_arrays("f([1.0, 2.0, 3.0]) is 4") == "f([1.0, 2.0, 3.0]) is 4"
     assert without_long_arrays("f([1, 2, 3, 4, 5, 6, 7]) is [[1e-3, -2.5], [3, 4], [5, 6], [7, nan]]") == \
@@ -717,7 +717,7 @@ def test_a_problem_set_whose_test_reads_a_read_only_name_is_refused(tiny, tmp_pa
 
 
 def test_every_problem_set_of_the_course_reads_only_names_its_answers_define(course):
-    from autograder.grading import unsafe_test_names
+    from autograder.grader.grading import unsafe_test_names
     from autograder.notebook import SourceNotebook
 
     for ps in course.problem_sets():

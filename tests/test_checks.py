@@ -196,7 +196,7 @@ def test_plot_curves_records_inside_the_grader():
 
 def test_check_raises_accepts_the_exception_or_a_students_report_of_it():
     from autograder.checks import check_raises
-    from autograder.session import StudentError
+    from autograder.grader.session import StudentError
     from autograder.wire.messages import ErrorInfo
 
     def refuses(x):

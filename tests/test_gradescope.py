@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from autograder.gradescope import gradescope_results
-from autograder.grading import grade_notebook
+from autograder.integrations.gradescope import gradescope_results
+from autograder.grader.grading import grade_notebook
 
 # The fields and types Gradescope documents for results.json (autograder specifications).
 TEST_SCHEMA = {

@@ -1,7 +1,7 @@
 """The engine on a tiny problem set: verdicts come from the trusted side only."""
 
 from autograder.batch import Submission, grade_batch
-from autograder.grading import grade_notebook
+from autograder.grader.grading import grade_notebook
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, GradeReport
 
 WRONG_DOUBLE = "def double(x):\n    return 3 * x"

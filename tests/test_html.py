@@ -16,7 +16,7 @@ import pytest
 
 from autograder.catalogue import load_catalogue, mistake_notebook
 from autograder.course import Course
-from autograder.grading import grade_notebook
+from autograder.grader.grading import grade_notebook
 from autograder.html import class_page, student_page
 from autograder.notebook import SourceNotebook, nbgrader_metadata, read_notebook, split_hidden_tests
 

@@ -30,7 +30,7 @@ from autograder.catalogue import load_catalogue, mistake_notebook, solution_answ
 from autograder.course import Course
 from autograder.notebook import (BEGIN_SOLUTION, END_SOLUTION, Node, grade_id, nbgrader_metadata,
                                  read_notebook, split_hidden_tests)
-from autograder.otter import OtterExportError, otter_master_notebook
+from autograder.integrations.otter import OtterExportError, otter_master_notebook
 
 from conftest import ROOT
 

@@ -10,7 +10,7 @@ import pytest
 
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
-from autograder.grading import grade_notebook
+from autograder.grader.grading import grade_notebook
 from autograder.notebook import SourceNotebook, read_notebook
 from autograder.report import PASSED
 from autograder.settings import Limits
@@ -62,7 +62,7 @@ def _bound_names(source: str) -> set[str]:
 def test_tests_use_only_what_the_notebook_imports_for_them(ps):
     """The grader gives test cells np and the checks; a kernel gives them what the notebook
     imports. A test that used more would pass here and fail under plain nbgrader."""
-    from autograder.grading import referenced_names, trusted_namespace
+    from autograder.grader.grading import referenced_names, trusted_namespace
 
     notebook = read_notebook(COURSE.source_notebook(ps))
     provided: set[str] = set()

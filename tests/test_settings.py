@@ -47,7 +47,7 @@ def test_the_settings_reach_the_worker(tiny):
     """memory_mib and max_processes are the worker's limits, not decoration."""
     import dataclasses
 
-    from autograder.grading import grade_notebook
+    from autograder.grader.grading import grade_notebook
 
     limits = dataclasses.replace(tiny.limits, memory_bytes=600 * 1024**2)
     # np.zeros maps zero pages lazily: quick when allowed, a MemoryError at once when not.

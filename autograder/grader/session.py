@@ -20,7 +20,7 @@ import numpy as np
 from autograder import wire
 from autograder.checks import in_place_allowed
 from autograder.wire import messages
-from autograder.launcher import Launcher
+from autograder.grader.launcher import Launcher
 from autograder.settings import Limits, seconds
 
 
@@ -195,7 +195,7 @@ class StudentFunction:
 class WorkerSession:
     """Runs one submission's code in a worker, restarting it after a crash or a hang.
 
-    ``scratch_area`` is a directory of the grader's own (:func:`~autograder.launcher.scratch_area`);
+    ``scratch_area`` is a directory of the grader's own (:func:`~autograder.grader.launcher.scratch_area`);
     every worker, the first and each replacement, gets a fresh scratch directory in it."""
 
     scratch_area: Path

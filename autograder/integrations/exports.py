@@ -36,7 +36,7 @@ def write_grades_csv(reports: list[GradeReport], target: Path) -> None:
 
 
 _GRADESCOPE_FILES = Path(__file__).resolve().parent / "gradescope_files"
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the autograder package
 
 
 def _package_metadata() -> str:
@@ -55,7 +55,7 @@ def _package_metadata() -> str:
             f"dependencies = [\n{listed}]\n\n"
             f"[project.scripts]\n{scripts}\n"
             "[tool.setuptools.packages.find]\ninclude = [\"autograder*\"]\n\n"
-            "[tool.setuptools.package-data]\nautograder = [\"gradescope_files/*\"]\n")
+            "[tool.setuptools.package-data]\nautograder = [\"integrations/gradescope_files/*\"]\n")
 
 
 def write_gradescope_zip(course: Course, ps: str, target: Path) -> None:

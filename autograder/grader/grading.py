@@ -2,7 +2,7 @@
 
 A test cell is executed here, in a namespace that holds trusted objects (``np`` and the
 checks) and, for every other name the cell uses, what the student's namespace holds:
-a :class:`~autograder.session.StudentFunction` proxy for a function, a decoded copy for plain
+a :class:`~autograder.grader.session.StudentFunction` proxy for a function, a decoded copy for plain
 data.  Nothing the student's code does can reach this namespace, so the verdict depends only
 on the values the student's functions return.
 """
@@ -28,12 +28,12 @@ import numpy as np
 
 import autograder
 from autograder import checks
-from autograder.launcher import LaunchError, Launcher, scratch_area
+from autograder.grader.launcher import LaunchError, Launcher, scratch_area
 from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep, grade_id, nbgrader_metadata,
                                  parse_notebook, read_notebook, restore_instructor_cells, split_hidden_tests)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
 from autograder.wire.messages import ErrorInfo
-from autograder.session import (StudentError, StudentFunction, WorkerFailure, WorkerSession, WorkerTimedOut,
+from autograder.grader.session import (StudentError, StudentFunction, WorkerFailure, WorkerSession, WorkerTimedOut,
                                 bounded)
 from autograder.settings import Limits, seconds
 
