@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import functools
 import io
 import re
 import resource
@@ -120,9 +121,15 @@ def trusted_namespace() -> dict[str, Any]:
     return namespace
 
 
-def referenced_names(source: str) -> set[str]:
+def referenced_names(source: str) -> frozenset[str]:
     """Every plain name a piece of code mentions."""
-    return {node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name)}
+    return _referenced_names(source)
+
+
+@functools.lru_cache(maxsize=1024)
+def _referenced_names(source: str) -> frozenset[str]:
+    # Test cells are the instructor's, the same for every student: parse each once per process.
+    return frozenset(node.id for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Name))
 
 
 def _global_reads_and_binds(table: symtable.SymbolTable) -> tuple[set[str], set[str]]:

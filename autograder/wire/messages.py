@@ -25,6 +25,7 @@ message                   from -> to               meaning
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Union
@@ -230,8 +231,14 @@ def parse(data: Any) -> Message:
     return _build(kind, data)
 
 
+@functools.cache
+def _field_types(kind: type[Message]) -> dict[str, Any]:
+    """A message class's field annotations, resolved once (resolving them costs more than a message)."""
+    return typing.get_type_hints(kind)
+
+
 def _build(kind: type[Message], data: dict[str, Any]) -> Message:
-    hints = typing.get_type_hints(kind)
+    hints = _field_types(kind)
     values = {}
     for item in fields(kind):
         if item.name in data:
