@@ -1,18 +1,24 @@
-"""Every problem set: the solution passes, the release scores zero, every mistake is caught."""
+"""Every problem set: the solution passes, the release scores zero, every mistake is caught and
+named, every correct alternative gets full marks.
+
+Each set is audited once (``autograder audit`` at one seed, without mutants) and graded a few
+more times, all in one batch on warm worker templates; the tests then read the reports."""
 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+import functools
+from dataclasses import dataclass
+from typing import Any
 
 import nbformat
 import pytest
 
-from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
+from autograder.audit import AuditReport, Job, audit_problem_set, grade_jobs
+from autograder.catalogue import load_alternatives, load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
-from autograder.grader.grading import grade_notebook
 from autograder.notebook import SourceNotebook, read_notebook
-from autograder.report import PASSED
+from autograder.report import PASSED, GradeReport
 from autograder.settings import Limits
 
 from conftest import ROOT
@@ -20,13 +26,47 @@ from conftest import ROOT
 COURSE = Course(ROOT)
 PROBLEM_SETS = COURSE.problem_sets()
 MISTAKES = [(ps, mistake) for ps in PROBLEM_SETS for mistake in load_catalogue(COURSE.catalogue(ps))]
+ALTERNATIVES = [(ps, alternative) for ps in PROBLEM_SETS for alternative in load_alternatives(COURSE.alternatives(ps))]
 LIMITS = Limits(cell_timeout=20, submission_timeout=120)
+AUDIT_SEED = 1234
+SOLUTION_SEEDS = [0, 99, 2024]
+CHEATS = 3  # mistakes per set graded again with numpy's comparisons rebound
+
+NUMPY_REBOUND = ("import numpy as np\nimport numpy.testing\n"
+                 "np.allclose = lambda *a, **k: True\n"
+                 "np.isclose = lambda *a, **k: np.ones(np.shape(a[0]), dtype=bool)\n"
+                 "np.testing.assert_allclose = lambda *a, **k: None\n")
 
 
-def _grade(ps: str, notebook: nbformat.NotebookNode, folder: Path, seed: int = 1234):
-    path = folder / f"{ps}.ipynb"
-    nbformat.write(notebook, path)
-    return grade_notebook(SourceNotebook.load(COURSE.source_notebook(ps)), path, seed=seed, limits=LIMITS)
+@dataclass
+class Graded:
+    """One set's audit and the reports of the extra notebooks graded beside it."""
+
+    audit: AuditReport
+    reports: dict[tuple[Any, ...], GradeReport | str]
+
+
+@functools.cache
+def graded(ps: str) -> Graded:
+    """Audit ``ps`` and grade the solution at more seeds, the untouched release, and a few
+    mistakes with numpy's comparisons rebound: once per test run, shared by every test."""
+    source, release = _notebooks(ps)
+    mistakes = load_catalogue(COURSE.catalogue(ps))[:CHEATS]
+    jobs = [Job(("solution", seed), with_answers(release, solution_answers(source)), "full", seed)
+            for seed in SOLUTION_SEEDS]
+    jobs.append(Job(("release",), release, "full", AUDIT_SEED))
+    for mistake in mistakes:
+        cheating = type(mistake)(**{**mistake.__dict__, "code": NUMPY_REBOUND + mistake.code})
+        jobs.append(Job(("cheating", mistake.id), mistake_notebook(release, source, cheating), "full", AUDIT_SEED))
+    reports = dict(zip((job.key for job in jobs), grade_jobs({"full": COURSE.source(ps)}, jobs, limits=LIMITS)))
+    audit = audit_problem_set(COURSE, ps, seeds=[AUDIT_SEED], mutant_seeds=None, limits=LIMITS)
+    return Graded(audit, reports)
+
+
+def _report(ps: str, key: tuple[Any, ...]) -> GradeReport:
+    report = graded(ps).reports[key]
+    assert isinstance(report, GradeReport), f"{ps}: {key} could not be graded: {report}"
+    return report
 
 
 def _notebooks(ps: str):
@@ -80,10 +120,9 @@ def test_tests_use_only_what_the_notebook_imports_for_them(ps):
 
 
 @pytest.mark.parametrize("ps", PROBLEM_SETS)
-@pytest.mark.parametrize("seed", [0, 99, 2024])
-def test_the_solution_gets_full_marks(ps, seed, tmp_path):
-    source, release = _notebooks(ps)
-    report = _grade(ps, with_answers(release, solution_answers(source)), tmp_path, seed)
+@pytest.mark.parametrize("seed", SOLUTION_SEEDS)
+def test_the_solution_gets_full_marks(ps, seed):
+    report = _report(ps, ("solution", seed))
     failures = {test.id: test.message for test in report.tests if test.status != PASSED}
     assert report.status == "graded" and not failures
     assert report.score == report.max_score > 0
@@ -91,36 +130,30 @@ def test_the_solution_gets_full_marks(ps, seed, tmp_path):
 
 
 @pytest.mark.parametrize("ps", PROBLEM_SETS)
-def test_the_untouched_release_scores_zero_without_crashing_the_grader(ps, tmp_path):
-    _, release = _notebooks(ps)
-    report = _grade(ps, release, tmp_path)
+def test_the_untouched_release_scores_zero_without_crashing_the_grader(ps):
+    report = _report(ps, ("release",))
     assert report.status == "graded"
     assert [test.points for test in report.tests] == [0] * len(report.tests)
     assert all("not implemented yet" in test.message for test in report.tests)
 
 
 @pytest.mark.parametrize("ps, mistake", MISTAKES, ids=[f"{ps}:{m.id}" for ps, m in MISTAKES])
-def test_every_catalogued_mistake_loses_points_and_is_named(ps, mistake, tmp_path):
-    source, release = _notebooks(ps)
-    report = _grade(ps, mistake_notebook(release, source, mistake), tmp_path)
-    by_id = {test.id: test for test in report.tests}
-    for test_id in mistake.loses:
-        result = by_id[test_id]
-        assert result.points == 0, f"{mistake.id} kept its points on {test_id}"
-        for phrase in mistake.feedback:
-            assert phrase.lower() in result.message.lower(), \
-                f"{mistake.id}: feedback on {test_id} does not name it: {result.message!r}"
+def test_every_catalogued_mistake_loses_points_and_is_named(ps, mistake):
+    result = next(result for result in graded(ps).audit.mistakes if result.id == mistake.id)
+    assert result.caught, f"{mistake.id} kept points: {result.problems}"
+    assert result.named, f"{mistake.id} is not named: {result.problems}"
 
 
-@pytest.mark.parametrize("ps, mistake", MISTAKES[:3], ids=[f"{ps}:{m.id}" for ps, m in MISTAKES[:3]])
-def test_rebinding_numpy_comparisons_does_not_rescue_a_wrong_answer(ps, mistake, tmp_path):
-    source, release = _notebooks(ps)
-    honest = _grade(ps, mistake_notebook(release, source, mistake), tmp_path)
-    cheat_code = ("import numpy as np\nimport numpy.testing\n"
-                  "np.allclose = lambda *a, **k: True\n"
-                  "np.isclose = lambda *a, **k: np.ones(np.shape(a[0]), dtype=bool)\n"
-                  "np.testing.assert_allclose = lambda *a, **k: None\n" + mistake.code)
-    cheating = type(mistake)(**{**mistake.__dict__, "code": cheat_code})
-    cheater = _grade(ps, mistake_notebook(release, source, cheating), tmp_path)
-    assert cheater.score == honest.score < cheater.max_score
-    assert [test.status for test in cheater.tests] == [test.status for test in honest.tests]
+@pytest.mark.parametrize("ps, alternative", ALTERNATIVES, ids=[f"{ps}:{a.id}" for ps, a in ALTERNATIVES])
+def test_every_correct_alternative_gets_full_marks(ps, alternative):
+    result = next(result for result in graded(ps).audit.alternatives if result.id == alternative.id)
+    assert result.full_marks, f"{alternative.id}: {result.problems}"
+
+
+@pytest.mark.parametrize("ps", PROBLEM_SETS)
+def test_rebinding_numpy_comparisons_does_not_rescue_a_wrong_answer(ps):
+    for mistake in load_catalogue(COURSE.catalogue(ps))[:CHEATS]:
+        honest = next(result for result in graded(ps).audit.mistakes if result.id == mistake.id)
+        cheater = _report(ps, ("cheating", mistake.id))
+        lost = {test.id for test in cheater.tests if test.points < test.max_points}
+        assert honest.caught and set(mistake.loses) <= lost, f"{mistake.id}: rebinding numpy rescued it"
