@@ -28,12 +28,21 @@ import os
 import queue
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from autograder.catalogue import (Alternative, CatalogueError, Mistake, load_alternatives, load_catalogue,
-                                  mistake_notebook, solution_answers, with_answers)
+from autograder.catalogue import (
+    Alternative,
+    CatalogueError,
+    Mistake,
+    load_alternatives,
+    load_catalogue,
+    mistake_notebook,
+    solution_answers,
+    with_answers,
+)
 from autograder.course import Course
 from autograder.mutants import Mutant, mutants_of
 from autograder.notebook import BEGIN_HIDDEN, END_HIDDEN, Node, SourceNotebook, read_notebook

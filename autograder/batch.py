@@ -13,19 +13,18 @@ import os
 import queue
 import resource
 import signal
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Protocol
 
-import autograder
 from autograder import safefs
 from autograder.grader.grading import grade_notebook, not_graded
-from autograder.html import class_page, student_page
 from autograder.grader.launcher import Launcher
+from autograder.html import class_page, student_page
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
 from autograder.settings import Limits
-
 
 _PR_SET_PDEATHSIG = 1
 
@@ -203,7 +202,7 @@ def grade_submission(source: SourceNotebook, submission: Submission, *, limits: 
 
 
 def _grading_process(source_path: Path, limits: Limits, seed: int | None,
-                     tasks: "multiprocessing.Queue", results: "multiprocessing.Queue") -> None:
+                     tasks: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
     """One of the batch's processes: grade submissions from ``tasks`` until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
     # Die with the parent, even when it is killed with SIGKILL.

@@ -97,9 +97,9 @@ def load_catalogue(path: Path) -> list[Mistake]:
 def solution_answers(source: Node) -> dict[str, str]:
     """The instructor's answer for every answer cell of a source notebook."""
     return {
-        grade_id(cell): strip_solution_markers(cell.source)
+        cell_id: strip_solution_markers(cell.source)
         for cell in source.cells
-        if cell.cell_type == "code" and nbgrader_metadata(cell).get("solution") and grade_id(cell)
+        if cell.cell_type == "code" and nbgrader_metadata(cell).get("solution") and (cell_id := grade_id(cell))
     }
 
 

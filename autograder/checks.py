@@ -16,8 +16,9 @@ import ast
 import contextlib
 import hashlib
 import secrets
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any, Iterator, Mapping, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -25,22 +26,22 @@ from autograder.diagnoses import Diagnosis, diagnose
 
 __all__ = [
     "CheckFailure",
-    "plot_curves",
+    "allow_in_place",
     "check_close",
-    "check_shape",
+    "check_decreasing_loss",
     "check_dtype",
+    "check_eigenpair",
     "check_finite",
-    "check_scalar",
     "check_gradient",
     "check_jacobian",
-    "check_eigenpair",
+    "check_not_using",
     "check_orthonormal",
     "check_probability_vector",
-    "check_symmetric_psd",
-    "check_decreasing_loss",
-    "check_not_using",
     "check_raises",
-    "allow_in_place",
+    "check_scalar",
+    "check_shape",
+    "check_symmetric_psd",
+    "plot_curves",
     "test_rng",
 ]
 
@@ -172,7 +173,7 @@ def plot_curves(title: str, x: Any, curves: Mapping[str, Any], *, xlog: bool = F
             return
         xs = np.asarray(x, dtype=float).ravel()
         count = xs.size
-        data = {"title": str(title)[:_MAX_LABEL_CHARS], "x": _plotted(xs, count),
+        data: dict[str, Any] = {"title": str(title)[:_MAX_LABEL_CHARS], "x": _plotted(xs, count),
                 "curves": {str(name)[:_MAX_LABEL_CHARS]: _plotted(y, count)
                            for name, y in list(curves.items())[:MAX_CURVES_PER_FIGURE]},
                 "xlog": bool(xlog), "ylog": bool(ylog), "xlabel": str(xlabel)[:_MAX_LABEL_CHARS],

@@ -25,11 +25,11 @@ from autograder import __version__
 from autograder.batch import already_graded, find_submissions, grade_batch, read_hand_in, write_class_page
 from autograder.course import Course
 from autograder.errors import AutograderError, UsageError
-from autograder.integrations.gradescope import gradescope_results
 from autograder.grader.grading import grade_notebook, not_graded
+from autograder.grader.launcher import Launcher
 from autograder.html import student_page
 from autograder.integrations import EXPORTS
-from autograder.grader.launcher import Launcher
+from autograder.integrations.gradescope import gradescope_results
 from autograder.render import print_report, print_summary, printable
 from autograder.report import GradeReport
 from autograder.settings import Limits
@@ -124,7 +124,8 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
         previous = [GradeReport.read_json(reports / f"{s.student}.json").summary() for s in done]
         if gradebook is not None:
             for report in previous:
-                gradebook.record(report, by_name[report.student])  # a killed run may have left them out
+                if report.student in by_name:
+                    gradebook.record(report, by_name[report.student])  # a killed run may have left them out
         todo = [submission for submission in submissions if submission not in done]
         scheduler = getattr(args, "scheduler", None)
         if scheduler:

@@ -33,7 +33,7 @@ class Course:
     root: Path
 
     @classmethod
-    def find(cls, start: Path | None = None) -> "Course":
+    def find(cls, start: Path | None = None) -> Course:
         """The course containing ``start`` (default: the working directory), or the one this
         package was installed from."""
         here = (start or Path.cwd()).resolve()
@@ -73,7 +73,7 @@ class Course:
     def source_notebook(self, ps: str) -> Path:
         return self.root / "source" / ps / f"{ps}.ipynb"
 
-    def source(self, ps: str) -> "SourceNotebook":
+    def source(self, ps: str) -> SourceNotebook:
         """The instructor notebook of ``ps``, checked to be safe to grade with (its test cells
         read nothing a student could rebind)."""
         from autograder.grader.grading import unsafe_test_names

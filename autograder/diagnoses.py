@@ -10,8 +10,9 @@ factor, ...).  When nothing fits, there is no diagnosis.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

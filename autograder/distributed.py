@@ -33,11 +33,12 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import autograder
-from autograder.batch import HandIn, Submission, not_graded_submission, grade_class, grade_hand_in
+from autograder.batch import HandIn, Submission, grade_class, grade_hand_in, not_graded_submission
 from autograder.errors import AutograderError
 from autograder.grader.launcher import Launcher
 from autograder.notebook import SourceNotebook
@@ -139,7 +140,10 @@ def _grading_plugin() -> Any:
 def _state() -> GradingState:
     from distributed import get_worker
 
-    return get_worker().plugins[PLUGIN_NAME].state
+    state = getattr(get_worker().plugins.get(PLUGIN_NAME), "state", None)
+    if not isinstance(state, GradingState):
+        raise RuntimeError("this Dask worker has no grading plugin; start grading with DaskCluster")
+    return state
 
 
 def grade_on_worker(source: tuple[str, bytes], hand_in: HandIn, student: str, ps: str, limits: Limits,

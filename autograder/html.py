@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from autograder.report import PASSED, TIMEOUT, GradeReport
@@ -94,7 +95,7 @@ def line_chart(figure: dict[str, Any], width: int = 520, height: int = 300) -> s
     return "".join(parts)
 
 
-def bar_chart(title: str, labels: list[str], values: list[float], *, maximum: float | None = None,
+def bar_chart(title: str, labels: list[str], values: Sequence[float], *, maximum: float | None = None,
               width: int = 520, height: int = 240) -> str:
     """An inline SVG column chart (for a few short labels, such as score ranges)."""
     if not values:

@@ -30,8 +30,8 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 _ARITHMETIC: dict[type, list[type]] = {
     ast.Add: [ast.Sub], ast.Sub: [ast.Add], ast.Mult: [ast.Div], ast.Div: [ast.Mult, ast.FloorDiv],
@@ -42,7 +42,7 @@ _COMPARISON: dict[type, list[type]] = {
     ast.Eq: [ast.NotEq], ast.NotEq: [ast.Eq], ast.Is: [ast.IsNot], ast.IsNot: [ast.Is],
     ast.In: [ast.NotIn], ast.NotIn: [ast.In],
 }
-_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@",
+_SYMBOLS: dict[type, str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**", ast.MatMult: "@",
             ast.FloorDiv: "//", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
             ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
 _NON_COMMUTATIVE = (ast.Sub, ast.Div, ast.MatMult, ast.Pow)
@@ -71,7 +71,7 @@ class Mutant:
         return where if self.occurrence == 1 else f"{where} (occurrence {self.occurrence})"
 
 
-def _constant_nudges(value: object) -> list[object]:
+def _constant_nudges(value: object) -> Sequence[object]:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return []
     if isinstance(value, int):
@@ -92,7 +92,8 @@ def _one(value: ast.expr, delta: int) -> ast.expr:
 class _Site:
     """A place in the tree and the ways to change it: each way edits a copy of the tree."""
 
-    def __init__(self, operator: str, description: str, edit: Callable[[ast.AST, dict[int, ast.AST]], None]) -> None:
+    def __init__(self, operator: str, description: str, edit: Callable[..., None]) -> None:
+        # edit(target, parents): change ``target`` (a node of a copy of the tree) in place
         self.operator = operator
         self.description = description
         self.edit = edit
@@ -179,9 +180,9 @@ def _call_sites(node: ast.Call) -> Iterator[_Site]:
             except ValueError:
                 continue
             for other in {0: [1], 1: [0], -1: [0]}.get(axis, []) if isinstance(axis, int) else []:
-                def edit(target, parents, position=position, other=other):
+                def other_axis(target, parents, position=position, other=other):
                     target.keywords[position].value = ast.Constant(other)
-                yield _Site("axis", f"`axis={axis}` replaced by `axis={other}`", edit)
+                yield _Site("axis", f"`axis={axis}` replaced by `axis={other}`", other_axis)
 
             def drop(target, parents, position=position):
                 del target.keywords[position]
@@ -189,15 +190,15 @@ def _call_sites(node: ast.Call) -> Iterator[_Site]:
     if name == "range" and node.args and not node.keywords:
         if len(node.args) == 1:
             for delta in (-1, 1):
-                def edit(target, parents, delta=delta):
+                def move_stop(target, parents, delta=delta):
                     target.args[0] = _one(target.args[0], delta)
-                yield _Site("loop bound", f"`range(n)` made `range(n {'+' if delta > 0 else '-'} 1)`", edit)
+                yield _Site("loop bound", f"`range(n)` made `range(n {'+' if delta > 0 else '-'} 1)`", move_stop)
         else:
             for index, delta in ((0, 1), (1, -1), (1, 1)):
-                def edit(target, parents, index=index, delta=delta):
+                def move_bound(target, parents, index=index, delta=delta):
                     target.args[index] = _one(target.args[index], delta)
                 part = "start" if index == 0 else "stop"
-                yield _Site("loop bound", f"the {part} of `range` moved by {'+' if delta > 0 else '-'}1", edit)
+                yield _Site("loop bound", f"the {part} of `range` moved by {'+' if delta > 0 else '-'}1", move_bound)
     if isinstance(function, ast.Attribute) and function.attr == "array" and node.args:
         yield _Site("in place", "`np.array` (a copy) replaced by `np.asarray` (no copy when it need not)",
                     lambda target, parents: setattr(target.func, "attr", "asarray"))
@@ -265,16 +266,7 @@ def mutants_of(cell: str, solution: str) -> list[Mutant]:
     seen: dict[str, int] = {}
     for index, site in candidates:
         clone = copy.deepcopy(tree)
-        nodes: list[ast.AST] = []
-        parents: dict[int, ast.AST] = {}
-
-        def collect(node: ast.AST) -> None:
-            nodes.append(node)
-            for child in ast.iter_child_nodes(node):
-                parents[id(child)] = node
-                collect(child)
-
-        collect(clone)
+        nodes, parents = _nodes_and_parents(clone)
         try:
             site.edit(nodes[index], parents)
             mutated = ast.unparse(ast.fix_missing_locations(clone))
@@ -288,6 +280,21 @@ def mutants_of(cell: str, solution: str) -> list[Mutant]:
         seen[identity] = seen.get(identity, 0) + 1
         found[mutated] = Mutant(cell, site.operator, site.description, anchor, diff, mutated, seen[identity])
     return list(found.values())
+
+
+def _nodes_and_parents(tree: ast.AST) -> tuple[list[ast.AST], dict[int, ast.AST]]:
+    """Every node of ``tree`` in the order ``mutants_of`` numbers them, and each node's parent."""
+    nodes: list[ast.AST] = []
+    parents: dict[int, ast.AST] = {}
+
+    def collect(node: ast.AST) -> None:
+        nodes.append(node)
+        for child in ast.iter_child_nodes(node):
+            parents[id(child)] = node
+            collect(child)
+
+    collect(tree)
+    return nodes, parents
 
 
 def _ignore_argument(name: str, default: ast.expr) -> _Site:

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 BEGIN_SOLUTION = re.compile(r"^\s*### BEGIN SOLUTION\s*$")
 END_SOLUTION = re.compile(r"^\s*### END SOLUTION\s*$")
@@ -73,7 +73,7 @@ def parse_notebook(raw: bytes, name: str) -> Node:
         raise NotebookError(
             f"{name} is not valid JSON{where}, so it is not a readable notebook; it may have been damaged. {_ADVICE}"
         ) from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+    if not isinstance(data, Node) or not isinstance(data.get("cells"), list):
         raise NotebookError(f"{name} is JSON but not a Jupyter notebook (it has no list of cells). {_ADVICE}")
     if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
         raise NotebookError(
@@ -206,7 +206,7 @@ class TestStep:
     hidden_lines: frozenset[int] = field(default_factory=frozenset)
 
 
-Step = Union[CodeStep, TestStep]
+Step = CodeStep | TestStep
 
 
 @dataclass(frozen=True)
@@ -224,16 +224,17 @@ class SourceNotebook:
     titles: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def load(cls, path: Path) -> "SourceNotebook":
+    def load(cls, path: Path) -> SourceNotebook:
         notebook = read_notebook(path)
         code_cells = tuple(cell for cell in notebook.cells if cell.cell_type == "code")
         answer_cells = [cell for cell in code_cells if nbgrader_metadata(cell).get("solution") and grade_id(cell)]
         tests = tuple(
-            grade_id(cell) for cell in code_cells
+            test_id for cell in code_cells
             if nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution")
+            and (test_id := grade_id(cell))
         )
         names = frozenset().union(*(top_level_names(strip_solution_markers(cell.source)) for cell in answer_cells))
-        return cls(name=path.stem, cells=code_cells, answer_ids=frozenset(grade_id(cell) for cell in answer_cells),
+        return cls(name=path.stem, cells=code_cells, answer_ids=frozenset(filter(None, map(grade_id, answer_cells))),
                    test_ids=tests, answer_names=names, titles=tuple(exercise_titles(notebook).items()))
 
     def title(self, test_id: str) -> str:
@@ -261,8 +262,9 @@ def exercise_titles(notebook: Node) -> dict[str, str]:
                 match = _HEADING.match(line)
                 if match:
                     heading = _POINTS.sub("", match.group(1)).replace("**", "").replace("`", "").replace("$", "").strip()
-        elif nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution") and grade_id(cell):
-            titles[grade_id(cell)] = heading or grade_id(cell)
+        elif nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution") \
+                and (test_id := grade_id(cell)):
+            titles[test_id] = heading or test_id
     shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
     for test_id, title in titles.items():
         if title in shared and title != test_id:
@@ -287,7 +289,7 @@ def restore_instructor_cells(source: SourceNotebook, submission: Node) -> list[S
             continue
         cell_id = grade_id(cell)
         # The first cell with a known id takes its place; a copy of it counts as added.
-        if cell_id in known and cell_id not in anchored:
+        if cell_id is not None and cell_id in known and cell_id not in anchored:
             anchored.add(cell_id)
             anchor = cell_id
             if cell_id in source.answer_ids:

@@ -112,7 +112,7 @@ def print_summary(reports: list[GradeReport], out: Console | None = None) -> Non
                   f"mean score {mean:.2f} / {_points(graded[0].max_score)}")
 
 
-def print_audit(audit: "AuditReport", out: Console | None = None, *, verbose: bool = False) -> None:
+def print_audit(audit: AuditReport, out: Console | None = None, *, verbose: bool = False) -> None:
     """An audit: the bar's conditions, what failed, the survivors, and the verdict.  With
     ``verbose``, every mistake, alternative and mutant."""
     out = out or console()

@@ -72,7 +72,7 @@ class GradeReport:
     def all_passed(self) -> bool:
         return self.status == "graded" and all(test.status == PASSED for test in self.tests)
 
-    def summary(self) -> "GradeReport":
+    def summary(self) -> GradeReport:
         """A copy without charts and captured output: what a class summary needs, so a batch of
         thousands holds little in memory."""
         tests = [replace(test, figures=[], output="") for test in self.tests]
@@ -91,12 +91,12 @@ class GradeReport:
         temporary.replace(path)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GradeReport":
+    def from_dict(cls, data: dict[str, Any]) -> GradeReport:
         fields = {key: value for key, value in data.items() if key not in ("score", "max_score")}
         fields["tests"] = [TestResult(**test) for test in data.get("tests", [])]
         fields["cell_problems"] = [CellProblem(**problem) for problem in data.get("cell_problems", [])]
         return cls(**fields)
 
     @classmethod
-    def read_json(cls, path: Path) -> "GradeReport":
+    def read_json(cls, path: Path) -> GradeReport:
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

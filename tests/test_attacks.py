@@ -387,7 +387,7 @@ def test_strict_mode_refuses_a_worker_that_lacks_a_protection():
 
     require_protections({}, strict=True)
     require_protections({"no network": "unshare failed"}, strict=False)
-    with pytest.raises(ConfinementMissing, match="Refusing to grade in strict mode.*no network"):
+    with pytest.raises(ConfinementMissing, match=r"Refusing to grade in strict mode.*no network"):
         require_protections({"no network": "unshare failed: Operation not permitted"}, strict=True)
 
 
@@ -605,7 +605,7 @@ def test_student_data_cannot_make_the_grader_exceed_its_budgets(tmp_path):
     from autograder.notebook import read_notebook
     from autograder.settings import Limits
 
-    source, path = budget_notebook(tmp_path)
+    _source, path = budget_notebook(tmp_path)
     notebook = read_notebook(path)
     hostile = ("import numpy as np\ndef curve(n):\n    return np.arange(2_000_000, dtype=float)\n\n"
                "def square(x):\n    return x * x + (np.ndim(x) > 0)\n")

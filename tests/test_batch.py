@@ -94,6 +94,6 @@ def test_regrade_grades_everything_again(tmp_path):
     os.utime(target, (time.time() + 5, time.time() + 5))
     newer = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "already have a report" not in newer.stderr
-    forced = subprocess.run(command + ["--regrade"], cwd=ROOT, capture_output=True, text=True, check=True)
+    forced = subprocess.run([*command, "--regrade"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "[1/1] ada" in forced.stderr
     shutil.rmtree(tmp_path / "reports")

@@ -8,10 +8,21 @@ import numpy as np
 import pytest
 
 from autograder import checks
-from autograder.checks import (CheckFailure, check_close, check_decreasing_loss, check_dtype,
-                               check_eigenpair, check_finite, check_gradient, check_jacobian,
-                               check_orthonormal, check_probability_vector, check_scalar, check_shape,
-                               check_symmetric_psd)
+from autograder.checks import (
+    CheckFailure,
+    check_close,
+    check_decreasing_loss,
+    check_dtype,
+    check_eigenpair,
+    check_finite,
+    check_gradient,
+    check_jacobian,
+    check_orthonormal,
+    check_probability_vector,
+    check_scalar,
+    check_shape,
+    check_symmetric_psd,
+)
 from autograder.diagnoses import diagnose
 
 RNG = np.random.default_rng(0)

@@ -18,9 +18,9 @@ import nbformat
 import pytest
 from distributed import Client
 
-from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 import autograder.distributed
 from autograder.batch import find_submissions
+from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.distributed import ClusterError, grade_batch_on_cluster, worker_facts
 from autograder.notebook import read_notebook
 from autograder.settings import Limits

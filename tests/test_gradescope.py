@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from autograder.integrations.gradescope import gradescope_results
 from autograder.grader.grading import grade_notebook
+from autograder.integrations.gradescope import gradescope_results
 
 # The fields and types Gradescope documents for results.json (autograder specifications).
 TEST_SCHEMA = {
@@ -128,6 +128,7 @@ def test_the_gradescope_zip_grades_a_submission_in_an_autograder_layout(tmp_path
     assert subprocess.run(["bash", "-n", str(tmp_path / "solution" / "autograder" / "source" / "setup.sh")]).returncode == 0
 
 
+@pytest.mark.slow
 def test_setup_sh_installs_what_run_autograder_needs(tmp_path):
     """setup.sh, run for real in a fresh environment, installs an autograder that grades."""
     import os

@@ -111,6 +111,7 @@ def test_a_batch_with_broken_submissions_grades_the_rest(tiny, tmp_path):
 
 def test_check_not_using_reads_the_students_code_not_the_worker(tiny, tmp_path):
     import nbformat
+
     from autograder.notebook import SourceNotebook
 
     def add_test(notebook):

@@ -6,8 +6,15 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell
 
-from autograder.notebook import (CodeStep, NotebookError, TestStep, read_notebook,
-                                 restore_instructor_cells, split_hidden_tests, strip_solution_markers)
+from autograder.notebook import (
+    CodeStep,
+    NotebookError,
+    TestStep,
+    read_notebook,
+    restore_instructor_cells,
+    split_hidden_tests,
+    strip_solution_markers,
+)
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -28,9 +28,16 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
-from autograder.notebook import (BEGIN_SOLUTION, END_SOLUTION, Node, grade_id, nbgrader_metadata,
-                                 read_notebook, split_hidden_tests)
 from autograder.integrations.otter import OtterExportError, otter_master_notebook
+from autograder.notebook import (
+    BEGIN_SOLUTION,
+    END_SOLUTION,
+    Node,
+    grade_id,
+    nbgrader_metadata,
+    read_notebook,
+    split_hidden_tests,
+)
 
 from conftest import ROOT
 
@@ -429,6 +436,7 @@ def test_a_test_cell_becomes_a_function_of_the_names_it_reads():
     namespace: dict = {}
     exec(hidden.split('""" # END TEST CONFIG\n', 1)[1].rsplit("\n\n", 1)[0], namespace)
     import numpy as np
+
     from autograder.checks import check_close
 
     namespace["test_double_hidden"](check_close, lambda x: 2.0 * x, np, 0, 0.5)

@@ -11,7 +11,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import nbformat
 import pytest
 
 from autograder.audit import AuditReport, Job, audit_problem_set, grade_jobs

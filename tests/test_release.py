@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from autograder.release import generate_release, solution_notebook
+from autograder.course import Course
 from autograder.notebook import read_notebook
+from autograder.release import generate_release, solution_notebook
 
 from conftest import ROOT
-from autograder.course import Course
 
 COURSE = Course(ROOT)
 PROBLEM_SETS = COURSE.problem_sets()

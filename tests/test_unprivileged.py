@@ -55,6 +55,7 @@ def unprivileged_env():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_attacks_hold_for_an_unprivileged_grader(unprivileged_env):
     venv, project, work = unprivileged_env
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}

@@ -22,21 +22,38 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 import autograder
 from autograder import checks
-from autograder.grader.launcher import LaunchError, Launcher, scratch_area
-from autograder.notebook import (CodeStep, NotebookError, SourceNotebook, TestStep, grade_id, nbgrader_metadata,
-                                 parse_notebook, read_notebook, restore_instructor_cells, split_hidden_tests)
+from autograder.grader.launcher import Launcher, LaunchError, scratch_area
+from autograder.grader.session import (
+    StudentError,
+    StudentFunction,
+    WorkerFailure,
+    WorkerSession,
+    WorkerTimedOut,
+    bounded,
+)
+from autograder.notebook import (
+    CodeStep,
+    NotebookError,
+    SourceNotebook,
+    TestStep,
+    grade_id,
+    nbgrader_metadata,
+    parse_notebook,
+    read_notebook,
+    restore_instructor_cells,
+    split_hidden_tests,
+)
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, CellProblem, GradeReport, TestResult
-from autograder.wire.messages import ErrorInfo
-from autograder.grader.session import (StudentError, StudentFunction, WorkerFailure, WorkerSession, WorkerTimedOut,
-                                bounded)
 from autograder.settings import Limits, seconds
+from autograder.wire.messages import ErrorInfo
 
 REPORTED_OUTPUT_CHARS = 5_000
 MAX_MESSAGE_CHARS = 4_000
@@ -63,7 +80,8 @@ def grader_budget(deadline: float) -> Iterator[None]:
 
     Waiting for student code has its own deadline; this guards the test's own work on what the
     student returned (an enormous array, a matrix that makes a check slow)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit_now, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft: int | None = limit_now
     try:
         limit = _virtual_memory() + GRADER_MEMORY_PER_TEST
         resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
@@ -333,7 +351,9 @@ class _TestRunner:
             described = self._session.describe(wanted)
             for name in wanted:
                 description = described.get(name)
-                kind = description[0] if isinstance(description, list) and description else None
+                if not isinstance(description, list) or not description:
+                    continue
+                kind = description[0]
                 if kind == "function":
                     student[name] = StudentFunction(self._session, name, name)
                 elif kind == "data":

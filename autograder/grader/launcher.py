@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
 
 from autograder import wire
 from autograder.safefs import remove_tree
@@ -185,7 +185,7 @@ class Launcher:
             self._process.wait()
             self._process = None
 
-    def __enter__(self) -> "Launcher":
+    def __enter__(self) -> Launcher:
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from autograder import wire
 from autograder.checks import in_place_allowed
-from autograder.wire import messages
 from autograder.grader.launcher import Launcher
 from autograder.settings import Limits, seconds
-
+from autograder.wire import messages
 
 # What the grader keeps of text that comes from the worker (it could be a hostile worker writing
 # to its socket directly, so the worker's own caps count for nothing here).
@@ -179,7 +179,7 @@ class WorkerProcess:
 class StudentFunction:
     """Stands in, inside a test cell, for a function the student defined."""
 
-    def __init__(self, session: "WorkerSession", target: str | int, name: str) -> None:
+    def __init__(self, session: WorkerSession, target: str | int, name: str) -> None:
         self._session = session
         self._target = target
         self.__name__ = name

@@ -5,9 +5,10 @@ all listed in :data:`EXPORTS`, from which the command's choices come.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from autograder.course import Course
@@ -19,11 +20,11 @@ class Export:
 
     name: str
     help: str
-    default_target: Callable[["Course", str, Path], Path]  # (course, problem set, reports folder)
-    write: Callable[["Course", str, Path, Path], str]  # (course, problem set, target, reports folder) -> summary
+    default_target: Callable[[Course, str, Path], Path]  # (course, problem set, reports folder)
+    write: Callable[[Course, str, Path, Path], str]  # (course, problem set, target, reports folder) -> summary
 
 
-def _csv(course: "Course", ps: str, target: Path, reports: Path) -> str:
+def _csv(course: Course, ps: str, target: Path, reports: Path) -> str:
     from autograder.errors import UsageError
     from autograder.integrations.exports import read_reports, write_grades_csv
 
@@ -34,14 +35,14 @@ def _csv(course: "Course", ps: str, target: Path, reports: Path) -> str:
     return f"{len(found)} students -> {target}"
 
 
-def _gradescope(course: "Course", ps: str, target: Path, reports: Path) -> str:
+def _gradescope(course: Course, ps: str, target: Path, reports: Path) -> str:
     from autograder.integrations.exports import write_gradescope_zip
 
     write_gradescope_zip(course, ps, target)
     return f"Gradescope autograder for {ps} -> {target} (upload it as the assignment's autograder)"
 
 
-def _otter(course: "Course", ps: str, target: Path, reports: Path) -> str:
+def _otter(course: Course, ps: str, target: Path, reports: Path) -> str:
     from autograder.integrations.otter import write_otter_notebook
 
     write_otter_notebook(course, ps, target)

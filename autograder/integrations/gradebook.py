@@ -32,8 +32,16 @@ from typing import Any
 from autograder.batch import TIMESTAMP_FILE, Submission
 from autograder.course import Course
 from autograder.errors import AutograderError
-from autograder.notebook import (NotebookError, SourceNotebook, grade_id, nbgrader_metadata, parse_notebook,
-                                 read_notebook, split_hidden_tests, strip_solution_markers)
+from autograder.notebook import (
+    NotebookError,
+    SourceNotebook,
+    grade_id,
+    nbgrader_metadata,
+    parse_notebook,
+    read_notebook,
+    split_hidden_tests,
+    strip_solution_markers,
+)
 from autograder.report import PASSED, GradeReport
 
 
@@ -50,7 +58,7 @@ class GradebookTarget:
     course_id: str
 
     @classmethod
-    def for_course(cls, course: Course, submitted: Path, db_url: str | None = None) -> "GradebookTarget":
+    def for_course(cls, course: Course, submitted: Path, db_url: str | None = None) -> GradebookTarget:
         """nbgrader's settings from the course's ``nbgrader_config.py``.
 
         The gradebook and ``autograded/`` sit beside ``submitted/`` (the course folder, unless
@@ -105,7 +113,7 @@ class GradebookWriter:
         self._answer_of_test = _answer_cell_of_each_test(self._source)
 
     # Session ------------------------------------------------------------------------------
-    def __enter__(self) -> "GradebookWriter":
+    def __enter__(self) -> GradebookWriter:
         from nbgrader.api import Gradebook, MissingEntry
         from nbgrader.preprocessors import AssignLatePenalties
 
@@ -184,7 +192,7 @@ class GradebookWriter:
         results = {test.id: test for test in report.tests}
         score = 0.0
         for grade in notebook.grades:
-            result = results.get(self._cell_names.get(grade.cell_id))
+            result = results.get(self._cell_names.get(grade.cell_id, ""))
             if result is None:
                 # A cell we do not grade (a written answer): formgrader asks a person.
                 grade.needs_manual_grade = grade.manual_score is None
@@ -256,10 +264,11 @@ def _answer_cell_of_each_test(source: Any) -> dict[str, str]:
     current: str | None = None
     for cell in source.cells:
         meta = nbgrader_metadata(cell)
-        if meta.get("solution") and grade_id(cell):
-            current = grade_id(cell)
-        elif meta.get("grade") and grade_id(cell) and current is not None:
-            owner[grade_id(cell)] = current
+        cell_id = grade_id(cell)
+        if meta.get("solution") and cell_id:
+            current = cell_id
+        elif meta.get("grade") and cell_id and current is not None:
+            owner[cell_id] = current
     return owner
 
 

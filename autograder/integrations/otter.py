@@ -38,12 +38,21 @@ import json
 import re
 import symtable
 import tokenize
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from autograder.course import Course, CourseError
-from autograder.notebook import (BEGIN_SOLUTION, DISPLAY_ONLY, END_SOLUTION, Node, grade_id,
-                                 nbgrader_metadata, read_notebook, split_hidden_tests)
+from autograder.notebook import (
+    BEGIN_SOLUTION,
+    DISPLAY_ONLY,
+    END_SOLUTION,
+    Node,
+    grade_id,
+    nbgrader_metadata,
+    read_notebook,
+    split_hidden_tests,
+)
 
 # What nbgrader's generate_assignment puts where a solution was (its ClearSolutions code stub).
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
@@ -123,7 +132,7 @@ def _question_starts(cells: list[Node], tests: list[int]) -> dict[int, int]:
     return starts
 
 
-def _convert_question(builder: "_Builder", cells: list[Node], start: int, test_index: int,
+def _convert_question(builder: _Builder, cells: list[Node], start: int, test_index: int,
                       name: str, env_names: set[str], test_defined: set[str]) -> set[str]:
     """Emit the question of the test cell at ``test_index`` (cells ``start`` to it); return
     the names the test cell defines."""
@@ -348,7 +357,7 @@ def _otter_solution(source: str, where: str) -> str:
         if BEGIN_SOLUTION.match(line):
             if indent is not None:
                 raise OtterExportError(f"The answer cell {where} has a BEGIN SOLUTION inside another one.")
-            indent = re.match(r"\s*", line).group(0)
+            indent = line[:len(line) - len(line.lstrip())]
             out.append(f"{indent}# BEGIN SOLUTION NO PROMPT")
         elif END_SOLUTION.match(line):
             if indent is None:

@@ -9,8 +9,31 @@
 """
 
 from autograder.wire.channel import Channel
-from autograder.wire.codec import (MAX_DEPTH, MAX_INT_DIGITS, MAX_ITEMS, MAX_MESSAGE_BYTES, DeadlineExceeded, Handle,
-                                   PeerGone, WireError, decode, describe_type, encode)
+from autograder.wire.codec import (
+                                   MAX_DEPTH,
+                                   MAX_INT_DIGITS,
+                                   MAX_ITEMS,
+                                   MAX_MESSAGE_BYTES,
+                                   DeadlineExceeded,
+                                   Handle,
+                                   PeerGone,
+                                   WireError,
+                                   decode,
+                                   describe_type,
+                                   encode,
+)
 
-__all__ = ["Channel", "DeadlineExceeded", "Handle", "MAX_DEPTH", "MAX_INT_DIGITS", "MAX_ITEMS", "MAX_MESSAGE_BYTES",
-           "PeerGone", "WireError", "decode", "describe_type", "encode"]
+__all__ = [
+                                   "MAX_DEPTH",
+                                   "MAX_INT_DIGITS",
+                                   "MAX_ITEMS",
+                                   "MAX_MESSAGE_BYTES",
+                                   "Channel",
+                                   "DeadlineExceeded",
+                                   "Handle",
+                                   "PeerGone",
+                                   "WireError",
+                                   "decode",
+                                   "describe_type",
+                                   "encode",
+]

@@ -14,7 +14,8 @@ import select
 import socket
 import struct
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from autograder.wire.codec import MAX_MESSAGE_BYTES, DeadlineExceeded, Handle, PeerGone, WireError, decode, encode
 from autograder.wire.messages import Message, Reply, parse

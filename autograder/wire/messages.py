@@ -25,7 +25,7 @@ message                   from -> to               meaning
 
 from __future__ import annotations
 
-import functools
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Union
@@ -82,7 +82,7 @@ class Describe(Message):
 @dataclass(frozen=True)
 class Call(Message):
     op: ClassVar[str] = "call"
-    target: Union[str, int]  # a name in the student's namespace, or a handle it returned
+    target: str | int  # a name in the student's namespace, or a handle it returned
     args: list[Any]
     kwargs: dict[str, Any]
 
@@ -109,13 +109,13 @@ class Reply(Message):
     op: ClassVar[str] = "reply"
     ok: bool
     value: Any = None
-    error: Union[ErrorInfo, None] = None
+    error: ErrorInfo | None = None
     stdout: str = ""
     stderr: str = ""
     modified: list[str] = field(default_factory=list)
 
     @classmethod
-    def failure(cls, kind: str, message: str, **extra: Any) -> "Reply":
+    def failure(cls, kind: str, message: str, **extra: Any) -> Reply:
         return cls(ok=False, error=ErrorInfo(kind, message, **extra))
 
 
@@ -161,8 +161,8 @@ class TemplateReply(Message):
 
     op: ClassVar[str] = "template"
     ready: bool = False
-    pid: Union[int, None] = None
-    exit: Union[int, None] = None
+    pid: int | None = None
+    exit: int | None = None
     stopped: bool = False
     refused: str = ""
 
@@ -180,7 +180,7 @@ def _conforms(value: Any, annotation: Any) -> Any:
     if annotation is Any:
         return value
     origin = typing.get_origin(annotation)
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:  # Union[a, b] and a | b
         problems = []
         for option in typing.get_args(annotation):
             try:
@@ -231,10 +231,14 @@ def parse(data: Any) -> Message:
     return _build(kind, data)
 
 
-@functools.cache
+_FIELD_TYPES: dict[str, dict[str, Any]] = {}
+
+
 def _field_types(kind: type[Message]) -> dict[str, Any]:
     """A message class's field annotations, resolved once (resolving them costs more than a message)."""
-    return typing.get_type_hints(kind)
+    if kind.op not in _FIELD_TYPES:
+        _FIELD_TYPES[kind.op] = typing.get_type_hints(kind)
+    return _FIELD_TYPES[kind.op]
 
 
 def _build(kind: type[Message], data: dict[str, Any]) -> Message:

@@ -26,7 +26,8 @@ import socket
 import sys
 import traceback
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +146,7 @@ def _error_payload(error: BaseException) -> messages.ErrorInfo:
 class InstructorFunction:
     """A function owned by the grader; calling it asks the grader to run it."""
 
-    def __init__(self, runtime: "Runtime", handle: wire.Handle) -> None:
+    def __init__(self, runtime: Runtime, handle: wire.Handle) -> None:
         self._runtime = runtime
         self._handle = handle
 
