@@ -23,7 +23,7 @@ from autograder.grader.grading import grade_notebook, not_graded
 from autograder.grader.launcher import Launcher
 from autograder.html import class_page, student_page
 from autograder.notebook import SourceNotebook
-from autograder.report import GradeReport
+from autograder.report import GradeReport, ReportFormatError
 from autograder.settings import Limits
 
 _PR_SET_PDEATHSIG = 1
@@ -172,7 +172,13 @@ def already_graded(submission: Submission, reports: Path, source_path: Path) -> 
     modified = submission.modified()
     if modified is None:
         return False
-    return report.stat().st_mtime >= max(source_path.stat().st_mtime, modified)
+    if report.stat().st_mtime < max(source_path.stat().st_mtime, modified):
+        return False
+    try:
+        GradeReport.read_json(report)
+    except (OSError, ValueError, TypeError, ReportFormatError):
+        return False  # damaged, or written by another version: grade again
+    return True
 
 
 def submission_seed(ps: str, student: str, notebook: bytes = b"") -> int:

@@ -7,7 +7,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from autograder.errors import AutograderError
+
 PASSED, FAILED, ERROR, TIMEOUT = "passed", "failed", "error", "timeout"
+
+# The layout of a report's JSON. Raise it when a field changes meaning or goes away (adding a
+# field with a default does not need it); reports without it are version 1.
+SCHEMA_VERSION = 1
+
+
+class ReportFormatError(AutograderError):
+    """A report file this version cannot read."""
 
 
 @dataclass
@@ -79,7 +89,7 @@ class GradeReport:
         return replace(self, tests=tests)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {"schema_version": SCHEMA_VERSION, **asdict(self)}
         data["score"] = self.score
         data["max_score"] = self.max_score
         return data
@@ -92,7 +102,12 @@ class GradeReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GradeReport:
-        fields = {key: value for key, value in data.items() if key not in ("score", "max_score")}
+        version = data.get("schema_version", 1)
+        if version != SCHEMA_VERSION:
+            raise ReportFormatError(
+                f"This report has schema version {version!r}; this autograder reads version {SCHEMA_VERSION}. "
+                "Grade again with this version (autograder grade --regrade), or use the version that wrote it.")
+        fields = {key: value for key, value in data.items() if key not in ("score", "max_score", "schema_version")}
         fields["tests"] = [TestResult(**test) for test in data.get("tests", [])]
         fields["cell_problems"] = [CellProblem(**problem) for problem in data.get("cell_problems", [])]
         return cls(**fields)

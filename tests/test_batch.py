@@ -96,4 +96,12 @@ def test_regrade_grades_everything_again(tmp_path):
     assert "already have a report" not in newer.stderr
     forced = subprocess.run([*command, "--regrade"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "[1/1] ada" in forced.stderr
+    # A damaged report, or one from another version of the report format, is graded again.
+    report = tmp_path / "reports" / "ada.json"
+    for damaged in ("{\"assignment\": ", json.dumps({**json.loads(report.read_text()), "schema_version": 99})):
+        report.write_text(damaged)
+        os.utime(report, (time.time() + 10, time.time() + 10))
+        repaired = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert repaired.returncode == 0 and "[1/1] ada" in repaired.stderr, repaired.stderr
+        assert json.loads(report.read_text())["schema_version"] == 1
     shutil.rmtree(tmp_path / "reports")

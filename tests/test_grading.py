@@ -1,5 +1,9 @@
 """The engine on a tiny problem set: verdicts come from the trusted side only."""
 
+import json
+
+import pytest
+
 from autograder.batch import Submission, grade_batch
 from autograder.grader.grading import grade_notebook
 from autograder.report import ERROR, FAILED, PASSED, TIMEOUT, GradeReport
@@ -48,9 +52,13 @@ def test_rebinding_numpy_comparisons_does_not_change_the_verdict(tiny):
 
 
 def test_a_function_passed_by_the_test_is_called_back_in_the_grader(tiny):
-    # The student's code calls the test's function: it runs here, on the data sent.
-    report = grade(tiny, "callback", {"apply_twice": "def apply_twice(f, x):\n    return f(x)"})
-    assert statuses(report)["test_apply_twice"] == FAILED
+    # The student's code calls the test's functions (a lambda, np.sqrt): they run here, on the
+    # data sent, and their results go back to the student's code, which uses them.
+    right = grade(tiny, "callback", {"apply_twice": "def apply_twice(f, x):\n    y = f(x)\n    return f(y)"})
+    assert statuses(right)["test_apply_twice"] == PASSED, right.tests[1].message
+    once = grade(tiny, "once", {"apply_twice": "def apply_twice(f, x):\n    return f(x)"})
+    assert statuses(once)["test_apply_twice"] == FAILED
+    assert "2" in once.tests[1].message  # f applied once to 1.0: the value the student returned
 
 
 def test_an_infinite_loop_times_out_on_its_exercise_and_the_rest_is_graded(tiny):
@@ -183,3 +191,17 @@ def test_a_test_may_allow_changes_in_place(tiny):
     test = {test.id: test for test in report.tests}["test_grow"]
     # Allowed inside the block; outside it, appending to the list the test passed is a change.
     assert test.status == FAILED and "grow changed its argument `values` in place" in test.message
+
+
+def test_a_report_names_its_schema_version_and_refuses_another(tiny, tmp_path):
+    from autograder.report import SCHEMA_VERSION, ReportFormatError
+
+    report = grade(tiny, "versioned", {})
+    path = tmp_path / "report.json"
+    report.write_json(path)
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    assert GradeReport.read_json(path) == report
+    path.write_text(json.dumps({**data, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(ReportFormatError, match="schema version"):
+        GradeReport.read_json(path)
