@@ -88,3 +88,15 @@ def tiny(tmp_path: Path) -> TinySet:
 @pytest.fixture(scope="session")
 def course() -> Course:
     return Course(ROOT)
+
+
+@pytest.fixture(scope="session")
+def leaked_workers():
+    """A function listing confined-worker processes whose supervisor is gone (call it after grading)."""
+    return leaked_worker_processes
+
+
+@pytest.fixture(scope="session")
+def make_tiny_notebook():
+    """A function that builds the tiny problem set's instructor notebook afresh."""
+    return tiny_source_notebook

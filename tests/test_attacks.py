@@ -26,7 +26,8 @@ from autograder.batch import BatchStats, Submission, grade_batch
 from autograder.grader.grading import grade_notebook
 from autograder.report import PASSED
 
-from conftest import leaked_worker_processes
+ROOT = Path(__file__).resolve().parent.parent
+
 
 WRONG = "\ndef double(x):\n    return 3 * x\n"
 SYSTEM_TMP = tempfile.gettempdir()  # before any test points tempfile at a folder of its own
@@ -304,7 +305,8 @@ def unix_services():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener, canary, private_tmp, unix_services):
+def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener, canary, private_tmp, unix_services,
+                                                              leaked_workers):
     course_dir = tiny.folder
     gradebook = course_dir / "gradebook.db"
     gradebook.write_text("the real gradebook")
@@ -356,7 +358,7 @@ def test_every_attack_scores_what_the_honest_wrong_answer_scores(tiny, listener,
     assert stats.grader_peak_bytes < 2**30, f"a grading process used {stats.grader_peak_bytes / 2**20:.0f} MiB"
     assert list(private_tmp.iterdir()) == [], "grading left files in the temporary folder"
     if os.geteuid() == 0:
-        assert leaked_worker_processes() == [], "a worker process outlived its submission"
+        assert leaked_workers() == [], "a worker process outlived its submission"
 
 
 def test_messages_for_attacks_are_sentences_a_student_understands(tiny, listener):
@@ -411,7 +413,6 @@ def _course_with_tiny(folder: Path, tiny) -> Path:
     """A course holding the tiny problem set, with nbgrader's settings."""
     import shutil
 
-    from conftest import ROOT
 
     course = folder / "course"
     (course / "source" / "tiny").mkdir(parents=True)
@@ -778,7 +779,6 @@ def _real_set_attack(ps: str, answers: dict[str, str], added_after: dict[str, st
     from autograder.course import Course
     from autograder.notebook import read_notebook
 
-    from conftest import ROOT
 
     course = Course(ROOT)
     source = read_notebook(course.source_notebook(ps))

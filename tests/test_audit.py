@@ -11,8 +11,6 @@ from autograder.audit import audit_problem_set
 from autograder.course import Course
 from autograder.mutants import mutants_of
 
-from conftest import tiny_source_notebook
-
 NORM = '''def norm(x, p=2):
     """The p-norm of x."""
     total = 0.0
@@ -74,11 +72,11 @@ def double(x):
 
 
 @pytest.fixture(scope="module")
-def tiny_course(tmp_path_factory) -> Course:
+def tiny_course(tmp_path_factory, make_tiny_notebook) -> Course:
     """A course with one small set: a mistake only the hidden test catches, another that the
     visible test catches, two alternatives (one of them wrong), and one recorded survivor."""
     root = tmp_path_factory.mktemp("course")
-    notebook = tiny_source_notebook()
+    notebook = make_tiny_notebook()
     # A solution with a line that changes nothing: its mutants survive (`y * 1` made `y / 1`).
     cell = next(cell for cell in notebook.cells if cell.metadata["nbgrader"].get("grade_id") == "double")
     cell.source = cell.source.replace("    return 2 * x\n", "    y = 2 * x\n    y = y * 1\n    return y\n")

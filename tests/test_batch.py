@@ -16,7 +16,8 @@ import nbformat
 from autograder.catalogue import solution_answers, with_answers
 from autograder.notebook import read_notebook
 
-from conftest import ROOT, leaked_worker_processes
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PS = "ps05_derivatives"
 AUTOGRADER = Path(sys.executable).parent / "autograder"
@@ -37,7 +38,7 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def test_a_batch_killed_halfway_finishes_on_the_next_run(tmp_path):
+def test_a_batch_killed_halfway_finishes_on_the_next_run(tmp_path, leaked_workers):
     source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
     release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
     answers = solution_answers(source)
@@ -76,7 +77,7 @@ def test_a_batch_killed_halfway_finishes_on_the_next_run(tmp_path):
     alive = [pid for pid in started_by_first if Path(f"/proc/{pid}").exists()]
     assert not alive, "processes of the killed batch (grading processes, templates) outlived it"
     if os.geteuid() == 0:
-        assert not leaked_worker_processes(), "the killed batch left workers running"
+        assert not leaked_workers(), "the killed batch left workers running"
 
 
 def test_regrade_grades_everything_again(tmp_path):

@@ -25,7 +25,8 @@ from autograder.distributed import ClusterError, grade_batch_on_cluster, worker_
 from autograder.notebook import read_notebook
 from autograder.settings import Limits
 
-from conftest import ROOT, leaked_worker_processes
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PS = "ps05_derivatives"
 BIN = Path(sys.executable).parent
@@ -109,7 +110,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, leaked_workers):
     """A Dask scheduler and one ``dask worker`` with two worker processes, all on 127.0.0.1.
 
     The scheduler gives up on a task as soon as a worker dies under it (allowed-failures 0;
@@ -159,7 +160,7 @@ def cluster(tmp_path_factory):
     # Each worker process closed its launcher as it exited, which removes the template's home.
     assert not [home for home in homes if Path(home).exists()], homes
     if os.geteuid() == 0:
-        assert not leaked_worker_processes(), "the cluster left confined workers running"
+        assert not leaked_workers(), "the cluster left confined workers running"
 
 
 # --- a class --------------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def test_ctrl_c_cancels_what_is_left_on_the_cluster(cluster, notebooks, tmp_path
     assert len(graded) < len(students), graded
 
 
-def test_a_worker_that_dies_costs_only_the_notebooks_it_was_grading(cluster, notebooks, tmp_path):
+def test_a_worker_that_dies_costs_only_the_notebooks_it_was_grading(cluster, notebooks, tmp_path, leaked_workers):
     cluster.ready()
     students = {"doomed": _slow(notebooks, 6), **{f"fine-{n}": with_answers(notebooks[1], notebooks[2])
                                                    for n in range(4)}}
@@ -346,7 +347,7 @@ def test_a_worker_that_dies_costs_only_the_notebooks_it_was_grading(cluster, not
     for home in homes:  # a killed process cannot clean up after itself
         shutil.rmtree(home, ignore_errors=True)
     if os.geteuid() == 0:
-        assert not leaked_worker_processes()
+        assert not leaked_workers()
     cluster.ready()  # the nanny started a new worker process in its place
 
 

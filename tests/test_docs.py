@@ -18,7 +18,8 @@ import nbformat
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.notebook import read_notebook
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 GUIDE = ROOT / "docs" / "instructors.md"
 PS = "ps05_derivatives"

@@ -22,7 +22,8 @@ import pytest
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.notebook import read_notebook, split_hidden_tests
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PS = "ps05_derivatives"
 BIN = Path(sys.executable).parent

@@ -11,6 +11,8 @@ import pytest
 from autograder.grader.grading import grade_notebook
 from autograder.integrations.gradescope import gradescope_results
 
+ROOT = Path(__file__).resolve().parent.parent
+
 # The fields and types Gradescope documents for results.json (autograder specifications).
 TEST_SCHEMA = {
     "type": "object",
@@ -84,7 +86,6 @@ def test_the_gradescope_zip_grades_a_submission_in_an_autograder_layout(tmp_path
     from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
     from autograder.notebook import read_notebook
 
-    from conftest import ROOT
 
     ps = "ps05_derivatives"
     bin_dir = Path(sys.executable).parent
@@ -143,7 +144,6 @@ def test_setup_sh_installs_what_run_autograder_needs(tmp_path):
     from autograder.catalogue import solution_answers, with_answers
     from autograder.notebook import read_notebook
 
-    from conftest import ROOT
 
     ps = "ps05_derivatives"
     archive = tmp_path / "autograder.zip"

@@ -20,7 +20,8 @@ from autograder.grader.grading import grade_notebook
 from autograder.html import class_page, student_page
 from autograder.notebook import SourceNotebook, nbgrader_metadata, read_notebook, split_hidden_tests
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PS = "ps05_derivatives"
 SCREENSHOTS = ROOT / "build" / "screenshots"

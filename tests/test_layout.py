@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PACKAGE = ROOT / "autograder"
 

@@ -14,7 +14,8 @@ import pytest
 from autograder.catalogue import solution_answers, with_answers
 from autograder.notebook import read_notebook
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 PS = "ps05_derivatives"
 NBGRADER = Path(sys.executable).parent / "nbgrader"

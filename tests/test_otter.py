@@ -39,7 +39,8 @@ from autograder.notebook import (
     split_hidden_tests,
 )
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 COURSE = Course(ROOT)
 PROBLEM_SETS = COURSE.problem_sets()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from autograder.notebook import SourceNotebook, read_notebook
 from autograder.report import PASSED, GradeReport
 from autograder.settings import Limits
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 COURSE = Course(ROOT)
 PROBLEM_SETS = COURSE.problem_sets()

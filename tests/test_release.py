@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,8 @@ from autograder.course import Course
 from autograder.notebook import read_notebook
 from autograder.release import generate_release, solution_notebook
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 COURSE = Course(ROOT)
 PROBLEM_SETS = COURSE.problem_sets()

@@ -11,7 +11,8 @@ import pytest
 
 from autograder.settings import Limits, SettingsError, load_limits, settings_table
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 
 def test_the_documented_table_is_made_from_the_settings_help():

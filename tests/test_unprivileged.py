@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
+
 
 NOBODY = 65534
 RUNTIME = ["numpy", "ipython", "nbformat", "matplotlib", "traitlets", "pytest", "rich"]
