@@ -41,7 +41,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the autograder package
 
 # What grading needs at run time; the course tools (nbgrader, JupyterLab) stay out of the
 # Gradescope image, which then builds in a fraction of the time.
-GRADING_RUNTIME = ("numpy", "ipython", "nbformat", "matplotlib", "traitlets", "rich", "tomli")
+GRADING_RUNTIME = ("numpy", "scipy", "ipython", "nbformat", "matplotlib", "traitlets", "rich", "tomli")
 
 
 def _package_metadata() -> str:
