@@ -1,20 +1,19 @@
 """Every problem set: the solution passes, the release scores zero, every mistake is caught and
 named, every correct alternative gets full marks.
 
-Each set is audited once (``autograder audit`` at one seed, without mutants) and graded a few
-more times, all in one batch on warm worker templates; the tests then read the reports."""
+Each set's notebooks are graded once, in one batch on warm worker templates (the audit's own
+machinery); the tests then read the reports. `autograder audit` proves the tests further."""
 
 from __future__ import annotations
 
 import ast
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autograder.audit import AuditReport, Job, audit_problem_set, grade_jobs
+from autograder.audit import Job, grade_jobs
 from autograder.catalogue import load_alternatives, load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
 from autograder.notebook import SourceNotebook, read_notebook
@@ -29,7 +28,7 @@ PROBLEM_SETS = COURSE.problem_sets()
 MISTAKES = [(ps, mistake) for ps in PROBLEM_SETS for mistake in load_catalogue(COURSE.catalogue(ps))]
 ALTERNATIVES = [(ps, alternative) for ps in PROBLEM_SETS for alternative in load_alternatives(COURSE.alternatives(ps))]
 LIMITS = Limits(cell_timeout=20, submission_timeout=120)
-AUDIT_SEED = 1234
+SEED = 1234
 SOLUTION_SEEDS = [0, 99, 2024]
 CHEATS = 3  # mistakes per set graded again with numpy's comparisons rebound
 
@@ -39,33 +38,29 @@ NUMPY_REBOUND = ("import numpy as np\nimport numpy.testing\n"
                  "np.testing.assert_allclose = lambda *a, **k: None\n")
 
 
-@dataclass
-class Graded:
-    """One set's audit and the reports of the extra notebooks graded beside it."""
-
-    audit: AuditReport
-    reports: dict[tuple[Any, ...], GradeReport | str]
-
-
 @functools.cache
-def graded(ps: str) -> Graded:
-    """Audit ``ps`` and grade the solution at more seeds, the untouched release, and a few
-    mistakes with numpy's comparisons rebound: once per test run, shared by every test."""
+def graded(ps: str) -> dict[tuple[Any, ...], GradeReport | str]:
+    """Every notebook the tests below look at, graded once per test run in one batch on warm
+    worker templates: the solution at a few seeds, the untouched release, each catalogued
+    mistake, each correct alternative, and a few mistakes with numpy's comparisons rebound."""
     source, release = _notebooks(ps)
-    mistakes = load_catalogue(COURSE.catalogue(ps))[:CHEATS]
-    jobs = [Job(("solution", seed), with_answers(release, solution_answers(source)), "full", seed)
-            for seed in SOLUTION_SEEDS]
-    jobs.append(Job(("release",), release, "full", AUDIT_SEED))
+    answers = solution_answers(source)
+    jobs = [Job(("solution", seed), with_answers(release, answers), "full", seed) for seed in SOLUTION_SEEDS]
+    jobs.append(Job(("release",), release, "full", SEED))
+    mistakes = load_catalogue(COURSE.catalogue(ps))
     for mistake in mistakes:
+        jobs.append(Job(("mistake", mistake.id), mistake_notebook(release, source, mistake), "full", SEED))
+    for mistake in mistakes[:CHEATS]:
         cheating = type(mistake)(**{**mistake.__dict__, "code": NUMPY_REBOUND + mistake.code})
-        jobs.append(Job(("cheating", mistake.id), mistake_notebook(release, source, cheating), "full", AUDIT_SEED))
-    reports = dict(zip((job.key for job in jobs), grade_jobs({"full": COURSE.source(ps)}, jobs, limits=LIMITS)))
-    audit = audit_problem_set(COURSE, ps, seeds=[AUDIT_SEED], mutant_seeds=None, limits=LIMITS)
-    return Graded(audit, reports)
+        jobs.append(Job(("cheating", mistake.id), mistake_notebook(release, source, cheating), "full", SEED))
+    for alternative in load_alternatives(COURSE.alternatives(ps)):
+        notebook = with_answers(release, {**answers, alternative.cell: alternative.code})
+        jobs.append(Job(("alternative", alternative.id), notebook, "full", SEED))
+    return dict(zip((job.key for job in jobs), grade_jobs({"full": COURSE.source(ps)}, jobs, limits=LIMITS)))
 
 
 def _report(ps: str, key: tuple[Any, ...]) -> GradeReport:
-    report = graded(ps).reports[key]
+    report = graded(ps)[key]
     assert isinstance(report, GradeReport), f"{ps}: {key} could not be graded: {report}"
     return report
 
@@ -140,21 +135,26 @@ def test_the_untouched_release_scores_zero_without_crashing_the_grader(ps):
 
 @pytest.mark.parametrize("ps, mistake", MISTAKES, ids=[f"{ps}:{m.id}" for ps, m in MISTAKES])
 def test_every_catalogued_mistake_loses_points_and_is_named(ps, mistake):
-    result = next(result for result in graded(ps).audit.mistakes if result.id == mistake.id)
-    assert result.caught, f"{mistake.id} kept points: {result.problems}"
-    assert result.named, f"{mistake.id} is not named: {result.problems}"
+    by_id = {test.id: test for test in _report(ps, ("mistake", mistake.id)).tests}
+    for test_id in mistake.loses:
+        result = by_id[test_id]
+        assert result.points == 0, f"{mistake.id} kept its points on {test_id}"
+        for phrase in mistake.feedback:
+            assert phrase.lower() in result.message.lower(), \
+                f"{mistake.id}: feedback on {test_id} does not name it: {result.message!r}"
 
 
 @pytest.mark.parametrize("ps, alternative", ALTERNATIVES, ids=[f"{ps}:{a.id}" for ps, a in ALTERNATIVES])
 def test_every_correct_alternative_gets_full_marks(ps, alternative):
-    result = next(result for result in graded(ps).audit.alternatives if result.id == alternative.id)
-    assert result.full_marks, f"{alternative.id}: {result.problems}"
+    report = _report(ps, ("alternative", alternative.id))
+    failures = {test.id: test.message for test in report.tests if test.status != PASSED}
+    assert not failures and not report.cell_problems, f"{alternative.id}: {failures or report.cell_problems}"
 
 
 @pytest.mark.parametrize("ps", PROBLEM_SETS)
 def test_rebinding_numpy_comparisons_does_not_rescue_a_wrong_answer(ps):
     for mistake in load_catalogue(COURSE.catalogue(ps))[:CHEATS]:
-        honest = next(result for result in graded(ps).audit.mistakes if result.id == mistake.id)
+        honest = _report(ps, ("mistake", mistake.id))
         cheater = _report(ps, ("cheating", mistake.id))
-        lost = {test.id for test in cheater.tests if test.points < test.max_points}
-        assert honest.caught and set(mistake.loses) <= lost, f"{mistake.id}: rebinding numpy rescued it"
+        assert cheater.score == honest.score < cheater.max_score, f"{mistake.id}: rebinding numpy changed the score"
+        assert [test.status for test in cheater.tests] == [test.status for test in honest.tests]
