@@ -16,6 +16,7 @@ import ast
 import contextlib
 import hashlib
 import secrets
+import textwrap
 from contextvars import ContextVar
 from typing import Any, Iterator, Mapping, NoReturn
 
@@ -40,6 +41,8 @@ __all__ = [
     "check_decreasing_loss",
     "check_not_using",
     "test_rng",
+    "check_not_using_operator",
+    "check_raises",
 ]
 
 # The seed of the submission being graded; None outside the autograder.
@@ -454,3 +457,77 @@ def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> 
                 f"{what or name} uses {banned}. This exercise asks you to implement it yourself; "
                 f"{banned} is fine for checking your answer in a separate cell, not inside {name}."
             )
+
+
+_BINARY_OPERATORS: dict[str, type[ast.operator]] = {
+    "@": ast.MatMult, "*": ast.Mult, "/": ast.Div, "//": ast.FloorDiv, "%": ast.Mod, "**": ast.Pow,
+    "+": ast.Add, "-": ast.Sub,
+}
+
+
+def check_not_using_operator(function: Any, *operators: str, what: str | None = None) -> None:
+    """The student's ``function`` (and the helpers it calls) does not use any of the binary
+    ``operators``, given as symbols such as ``"@"`` (also as ``@=``).
+
+    The operator counterpart of :func:`check_not_using`, which sees only names: ``A @ B`` is the
+    shortcut a student reaches for when an exercise asks for a matrix product with loops.  It reads
+    the student's code, so it is a teaching aid, not a security boundary.
+
+    Example::
+
+        check_not_using(matmul, "dot", "matmul", "einsum")
+        check_not_using_operator(matmul, "@")
+    """
+    unknown = [symbol for symbol in operators if symbol not in _BINARY_OPERATORS]
+    if unknown:
+        raise ValueError(f"unknown operators {unknown}; known: {sorted(_BINARY_OPERATORS)}")
+    name = getattr(function, "__name__", "your function")
+    try:
+        # Dedented: in a kernel, a function defined inside another one comes indented.
+        tree = ast.parse(textwrap.dedent(_source_of(function)))
+    except SyntaxError:
+        return
+    used = {type(node.op) for node in ast.walk(tree) if isinstance(node, (ast.BinOp, ast.AugAssign))}
+    for symbol in operators:
+        if _BINARY_OPERATORS[symbol] in used:
+            raise CheckFailure(
+                f"{what or name} uses the operator {symbol}. This exercise asks you to compute it yourself; "
+                f"{symbol} is fine for checking your answer in a separate cell, not inside {name}."
+            )
+
+
+def check_raises(expected: type[BaseException] | str, function: Any, *args: Any, what: str | None = None,
+                 hint: str | None = None, **kwargs: Any) -> None:
+    """Calling ``function(*args, **kwargs)`` raises the exception ``expected`` (a class such as
+    ``ValueError``, or its name).
+
+    A student's function runs in the worker, and its exception reaches the test by the name of its
+    type, so the type is matched by name, in the grader and in a plain kernel alike: the student
+    must raise exactly the exception named, not a subclass.  A ``NotImplementedError`` passes
+    through, so that an unanswered exercise is reported as not implemented.  ``hint`` is appended
+    to the failure message.
+
+    Example::
+
+        check_raises(ValueError, dot, np.ones(3), np.ones(4), what="dot(np.ones(3), np.ones(4))",
+                     hint="Vectors of different lengths have no dot product.")
+    """
+    from autograder.session import StudentError
+
+    wanted = expected if isinstance(expected, str) else expected.__name__
+    call = what or f"{getattr(function, '__name__', 'your function')}(...)"
+    try:
+        value = function(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except StudentError as error:
+        if error.not_implemented:
+            raise
+        raised, message = error.type, error.message
+    except Exception as error:  # noqa: BLE001 - the student's exception, judged by its type
+        raised, message = type(error).__name__, str(error)
+    else:
+        _fail(f"{call} returned {_describe(value)}; expected it to raise {wanted}.", None, hint)
+    if raised != wanted:
+        detail = f" ({message})" if message else ""
+        _fail(f"{call} raised {raised}{detail}; expected {wanted}.", None, hint)

@@ -192,3 +192,80 @@ def test_plot_curves_records_inside_the_grader():
         checks.plot_curves("error", [1, 2], {"yours": [3, 4], "reference": [3, 5]}, ylog=True)
     assert figures == [{"title": "error", "x": [1.0, 2.0], "curves": {"yours": [3.0, 4.0], "reference": [3.0, 5.0]},
                         "xlog": False, "ylog": True, "xlabel": "", "ylabel": ""}]
+
+
+# ------------------------------------------------------------------------- operators and raises
+
+def _named(name):
+    """What a test cell holds for a student's function: something with a __name__."""
+    import types
+
+    return types.SimpleNamespace(__name__=name)
+
+
+def test_check_not_using_operator_reads_the_function_and_its_helpers():
+    from autograder.checks import check_not_using_operator
+
+    cells = {
+        "helpers": "def helper(A, B):\n    return A @ B\n\n\ndef matmul(A, B):\n    return helper(A, B)\n",
+        "augmented": "def power(A):\n    C = A\n    C @= A\n    return C\n",
+        "clean": "import numpy as np\ncheck = np.eye(2) @ np.eye(2)\n\n\n@staticmethod\ndef loops(A, B):\n"
+                 "    return [[sum(a * b for a, b in zip(row, col)) for col in zip(*B)] for row in A]\n",
+    }
+    with checks.student_code(cells):
+        message = str(failure(check_not_using_operator, _named("matmul"), "@"))
+        assert "matmul uses the operator @" in message and "separate cell" in message
+        assert "uses the operator @" in str(failure(check_not_using_operator, _named("power"), "@"))
+        # A decorator is not a matrix product; a product outside the function is the student's check.
+        check_not_using_operator(_named("loops"), "@")
+        check_not_using_operator(_named("matmul"), "**", "*")
+        assert "uses the operator *" in str(failure(check_not_using_operator, _named("loops"), "*"))
+    with pytest.raises(ValueError, match="unknown operators"):
+        check_not_using_operator(_named("loops"), "@@")
+
+
+def test_check_not_using_operator_reads_a_kernels_function_outside_the_grader():
+    from autograder.checks import check_not_using_operator
+
+    def product(A, B):
+        return A @ B
+
+    def loop(A, B):
+        return A * B
+
+    assert "uses the operator @" in str(failure(check_not_using_operator, product, "@"))
+    check_not_using_operator(loop, "@")
+
+
+def test_check_raises_matches_the_exception_by_name_in_a_kernel_and_from_the_worker():
+    from autograder.checks import check_raises
+    from autograder.session import StudentError
+
+    def strict(x):
+        if x < 0:
+            raise ValueError("negative input")
+        return x * 2
+
+    def wrong_type(x):
+        raise ZeroDivisionError("division by zero")
+
+    def unanswered(x):
+        raise NotImplementedError()
+
+    def from_worker(kind, **extra):
+        def call(x):
+            raise StudentError("remote", {"type": kind, "message": "from the student", **extra})
+        return call
+
+    check_raises(ValueError, strict, -1)
+    check_raises("ValueError", strict, -1)
+    message = str(failure(check_raises, ValueError, strict, 3, what="strict(3)", hint="Check the sign."))
+    assert message == "strict(3) returned 6; expected it to raise ValueError. Check the sign."
+    message = str(failure(check_raises, ValueError, wrong_type, 1, what="wrong_type(1)"))
+    assert message == "wrong_type(1) raised ZeroDivisionError (division by zero); expected ValueError."
+    check_raises(ValueError, from_worker("ValueError"), 1)
+    assert "raised AssertionError" in str(failure(check_raises, ValueError, from_worker("AssertionError"), 1))
+    with pytest.raises(NotImplementedError):
+        check_raises(ValueError, unanswered, 1)
+    with pytest.raises(StudentError):
+        check_raises(ValueError, from_worker("NotImplementedError", not_implemented=True), 1)
