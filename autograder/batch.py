@@ -11,88 +11,195 @@ import hashlib
 import multiprocessing
 import os
 import queue
+import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, Protocol
 
 import autograder
-from autograder.grading import grade_notebook
+from autograder import safefs
+from autograder.grading import grade_notebook, not_graded
 from autograder.html import class_page, student_page
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
-from autograder.report import ERROR, GradeReport, TestResult
-from autograder.session import Limits
+from autograder.report import GradeReport
+from autograder.settings import Limits
 
 
 _PR_SET_PDEATHSIG = 1
 
 
+TIMESTAMP_FILE = "timestamp.txt"  # what ``nbgrader collect`` writes beside each hand-in
+MAX_NOTEBOOK_BYTES = 64 * 1024**2
+MAX_TIMESTAMP_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class HandIn:
+    """What a student handed in, as read from ``submitted/``: the notebook and the submission
+    time nbgrader recorded (``timestamp.txt``), if any."""
+
+    notebook_name: str
+    notebook: bytes
+    timestamp: str | None = None
+
+
 @dataclass(frozen=True)
 class Submission:
+    """The hand-in folder ``submitted/<student>/<ps>/``.
+
+    Students wrote everything in it, so it is read only through :meth:`read`, which follows no
+    link (the folder above ``<student>/`` is the instructor's)."""
+
     student: str
     ps: str
     folder: Path
 
-    def notebook(self) -> Path | str:
-        """The notebook to grade, or a sentence saying why there is none."""
-        expected = self.folder / f"{self.ps}.ipynb"
-        if expected.is_file():
-            return expected
-        found = sorted(self.folder.glob("*.ipynb"))
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            return f"No notebook was submitted: {self.folder} has no .ipynb file."
-        names = ", ".join(path.name for path in found)
-        return f"{self.folder} has several notebooks ({names}) and none is named {self.ps}.ipynb."
+    def _open(self) -> int:
+        return safefs.open_directory(self.folder.parent.parent, (self.folder.parent.name, self.folder.name))
+
+    def read(self) -> HandIn | str:
+        """The hand-in, or a sentence saying why there is none to grade (see :func:`read_hand_in`)."""
+        return read_hand_in(self.folder.parent.parent, (self.folder.parent.name, self.folder.name), self.ps)
+
+    def modified(self) -> float | None:
+        """When the hand-in last changed (its notebook, else its folder), without following links."""
+        try:
+            folder = self._open()
+        except (OSError, safefs.UnsafeFile):
+            return None
+        try:
+            names = [f"{self.ps}.ipynb"] + [entry.name for entry in safefs.list_directory(folder)
+                                            if entry.name.endswith(".ipynb")]
+            for name in names:
+                try:
+                    return os.stat(name, dir_fd=folder, follow_symlinks=False).st_mtime
+                except FileNotFoundError:
+                    continue
+            return os.fstat(folder).st_mtime
+        finally:
+            os.close(folder)
+
+
+def _notebooks_in(folder: int, depth: int, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths (as parts) of the ``.ipynb`` entries in an open folder and, down to ``depth`` more
+    levels, in its subfolders (not hidden ones such as ``.ipynb_checkpoints``, never through a link)."""
+    found: list[tuple[str, ...]] = []
+    for entry in safefs.list_directory(folder):
+        if entry.name.endswith(".ipynb") and entry.kind != "directory":
+            found.append((*prefix, entry.name))
+        elif entry.kind == "directory" and depth > 0 and not entry.name.startswith("."):
+            inner = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            try:
+                found += _notebooks_in(inner, depth - 1, (*prefix, entry.name))
+            finally:
+                os.close(inner)
+    return found
+
+
+def read_hand_in(base: Path, parts: tuple[str, ...], ps: str, *, depth: int = 0) -> HandIn | str:
+    """The hand-in in the folder ``base/parts...``, or a sentence saying why there is none to grade.
+
+    ``base`` is the grader's own folder; below it nothing is followed through a link.  The
+    notebook is ``<ps>.ipynb``, else the only ``.ipynb`` file (looking ``depth`` folders deep).
+    A notebook or ``timestamp.txt`` that is a link (symbolic or hard), a pipe or a device, or a
+    notebook larger than 64 MiB, is refused: such a hand-in needs a person to look at it."""
+    manual = "The hand-in needs a person to look at it."
+    try:
+        folder = safefs.open_directory(base, parts)
+    except safefs.UnsafeFile as refusal:
+        return f"{refusal} {manual}"
+    except FileNotFoundError:
+        return "There is no hand-in folder."
+    except OSError as error:
+        return f"The hand-in folder could not be opened: {error.strerror}."
+    opened: list[int] = [folder]
+    try:
+        found = _notebooks_in(folder, depth)
+        expected = f"{ps}.ipynb"
+        named = sorted((path for path in found if path[-1] == expected), key=len)
+        if named:
+            chosen = named[0]
+        elif len(found) == 1:
+            chosen = found[0]
+        elif not found:
+            return "No notebook was submitted: the hand-in has no .ipynb file."
+        else:
+            names = ", ".join("/".join(path) for path in sorted(found))
+            return f"The hand-in has several notebooks ({names}) and none is named {expected}. {manual}"
+        where = folder
+        for part in chosen[:-1]:
+            where = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where)
+            opened.append(where)
+        data = safefs.read_file(where, chosen[-1], max_bytes=MAX_NOTEBOOK_BYTES, shown=chosen[-1])
+        timestamp = None
+        if any(entry.name == TIMESTAMP_FILE for entry in safefs.list_directory(folder)):
+            raw = safefs.read_file(folder, TIMESTAMP_FILE, max_bytes=MAX_TIMESTAMP_BYTES)
+            timestamp = raw.decode("utf-8", errors="replace").strip() or None
+        return HandIn(chosen[-1], data, timestamp)
+    except safefs.UnsafeFile as refusal:
+        return f"{refusal} {manual}"
+    except OSError as error:
+        return f"The hand-in could not be read: {error.strerror}."
+    finally:
+        for fd in opened:
+            os.close(fd)
 
 
 def find_submissions(submitted: Path, ps: str, students: Iterable[str] | None = None) -> list[Submission]:
-    """Every ``submitted/<student>/<ps>/`` folder, sorted by student."""
+    """Every ``submitted/<student>/<ps>/`` folder, sorted by student.  A student folder that is
+    a link is listed too, and refused when it is read (so it is reported, not silently skipped)."""
     wanted = set(students) if students else None
     if not submitted.is_dir():
         return []
     found = []
     for student_dir in sorted(submitted.iterdir()):
-        if not student_dir.is_dir() or (wanted is not None and student_dir.name not in wanted):
+        if wanted is not None and student_dir.name not in wanted:
             continue
-        folder = student_dir / ps
-        if folder.is_dir():
-            found.append(Submission(student_dir.name, ps, folder))
+        if student_dir.is_symlink() or (student_dir.is_dir() and (student_dir / ps).is_symlink()):
+            found.append(Submission(student_dir.name, ps, student_dir / ps))
+            continue
+        if student_dir.is_dir() and (student_dir / ps).is_dir():
+            found.append(Submission(student_dir.name, ps, student_dir / ps))
     return found
 
 
 def already_graded(submission: Submission, reports: Path, source_path: Path) -> bool:
     """Whether ``reports`` holds this student's report, newer than the notebook and the source."""
     report = reports / f"{submission.student}.json"
-    notebook = submission.notebook()
     if not report.is_file():
         return False
-    newest_input = max(source_path.stat().st_mtime,
-                       notebook.stat().st_mtime if isinstance(notebook, Path) else submission.folder.stat().st_mtime)
-    return report.stat().st_mtime >= newest_input
+    modified = submission.modified()
+    if modified is None:
+        return False
+    return report.stat().st_mtime >= max(source_path.stat().st_mtime, modified)
 
 
-def submission_seed(ps: str, student: str) -> int:
-    """The default seed of a student's hidden-test inputs: stable, so a regrade agrees."""
-    digest = hashlib.sha256(f"{ps}/{student}".encode()).digest()
+def submission_seed(ps: str, student: str, notebook: bytes = b"") -> int:
+    """The default seed of a student's hidden-test inputs: the same for the same hand-in, so a
+    regrade agrees, and a new one when the notebook changes, so answers read off one report's
+    feedback cannot be hard-coded into the next hand-in."""
+    digest = hashlib.sha256(f"{ps}/{student}/".encode() + hashlib.sha256(notebook).digest()).digest()
     return int.from_bytes(digest[:4], "little")
 
 
+def grade_hand_in(source: SourceNotebook, submission: Submission, hand_in: HandIn | str, *, limits: Limits,
+                  launcher: Launcher | None, seed: int | None = None) -> GradeReport:
+    """Grade what :meth:`Submission.read` returned (a sentence is a hand-in that cannot be graded)."""
+    if isinstance(hand_in, str):
+        return not_graded_submission(source, submission, hand_in,
+                              seed=submission_seed(submission.ps, submission.student) if seed is None else seed)
+    seed = submission_seed(submission.ps, submission.student, hand_in.notebook) if seed is None else seed
+    report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name,
+                            student=submission.student, seed=seed, limits=limits, launcher=launcher)
+    report.submitted_at = hand_in.timestamp
+    return report
+
+
 def grade_submission(source: SourceNotebook, submission: Submission, *, limits: Limits,
-                     launcher: Launcher, seed: int | None = None) -> GradeReport:
-    notebook = submission.notebook()
-    seed = submission_seed(submission.ps, submission.student) if seed is None else seed
-    if isinstance(notebook, str):
-        return GradeReport(
-            assignment=submission.ps, notebook=str(submission.folder), student=submission.student,
-            status="error", error=notebook, seed=seed, engine=f"autograder {autograder.__version__}",
-            tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, notebook)
-                   for test_id in source.test_ids],
-        )
-    return grade_notebook(source, notebook, student=submission.student, seed=seed, limits=limits,
-                          launcher=launcher)
+                     launcher: Launcher | None, seed: int | None = None) -> GradeReport:
+    return grade_hand_in(source, submission, submission.read(), limits=limits, launcher=launcher, seed=seed)
 
 
 def _grading_process(source_path: Path, limits: Limits, seed: int | None,
@@ -108,16 +215,23 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
             try:
                 report = grade_submission(source, submission, limits=limits, launcher=launcher, seed=seed)
             except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-                report = _failed_report(source, submission, f"The grader failed on this notebook: {error}")
-            results.put((index, report.to_dict()))
+                report = not_graded_submission(source, submission, f"The grader failed on this notebook: {error}")
+            # With its peak memory so far: the grader's own, not its workers'.
+            results.put((index, report.to_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
 
 
-def _failed_report(source: SourceNotebook, submission: Submission, reason: str) -> GradeReport:
-    return GradeReport(
-        assignment=submission.ps, notebook=str(submission.folder), student=submission.student,
-        status="error", error=reason, engine=f"autograder {autograder.__version__}",
-        tests=[TestResult(test_id, 0.0, source.points(test_id), ERROR, reason) for test_id in source.test_ids],
-    )
+def not_graded_submission(source: SourceNotebook, submission: Submission, reason: str,
+                          seed: int | None = None) -> GradeReport:
+    """The report of a hand-in that could not be graded (see :func:`autograder.grading.not_graded`)."""
+    return not_graded(source, reason, notebook=f"{submission.student}/{submission.ps}", student=submission.student,
+                      seed=seed)
+
+
+@dataclass
+class BatchStats:
+    """Measurements of a batch, for benchmarks and tests."""
+
+    grader_peak_bytes: int = 0  # the largest peak resident memory of a grading process (not its workers)
 
 
 def default_jobs() -> int:
@@ -126,67 +240,105 @@ def default_jobs() -> int:
     return max(1, cores)
 
 
-def grade_batch(
+class Executor(Protocol):
+    """Where a class is graded: the local process pool or a Dask cluster.
+
+    :meth:`results` grades every submission and yields ``(index, report)`` as each finishes, in
+    any order; a submission it could not grade may be left out (the core reports it)."""
+
+    def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
+                seed: int | None) -> Iterator[tuple[int, GradeReport]]: ...
+
+
+class LocalPool:
+    """Graders in processes of this machine, one warm worker template each."""
+
+    def __init__(self, jobs: int | None = None, stats: BatchStats | None = None) -> None:
+        self.jobs = jobs
+        self.stats = stats
+
+    def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
+                seed: int | None) -> Iterator[tuple[int, GradeReport]]:
+        jobs = max(1, min(self.jobs or default_jobs(), len(submissions)))
+        # Forking this process is quick, and it holds no student data.
+        context = multiprocessing.get_context("fork")
+        # Results wait in a short queue: when the caller falls behind (writing the gradebook),
+        # the graders pause instead of piling up reports in memory.
+        tasks, results = context.Queue(), context.Queue(maxsize=4 * jobs)
+        for item in enumerate(submissions):
+            tasks.put(item)
+        for _ in range(jobs):
+            tasks.put(None)
+        processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results),
+                                     daemon=True) for _ in range(jobs)]
+        for process in processes:
+            process.start()
+        received = 0
+        try:
+            while received < len(submissions):
+                try:
+                    index, data, peak = results.get(timeout=1.0)
+                except queue.Empty:
+                    if not any(process.is_alive() for process in processes):
+                        return
+                    continue
+                received += 1
+                if self.stats is not None:
+                    self.stats.grader_peak_bytes = max(self.stats.grader_peak_bytes, peak)
+                yield index, GradeReport.from_dict(data)
+        finally:
+            for process in processes:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+
+
+def grade_class(
     source_path: Path,
     submissions: list[Submission],
     reports: Path,
     *,
+    executor: Executor,
     limits: Limits,
     seed: int | None = None,
-    jobs: int | None = None,
     progress: Callable[[int, int, GradeReport], None] | None = None,
 ) -> list[GradeReport]:
-    """Grade submissions on ``jobs`` processes (default: every core).
+    """Grade submissions with ``executor``: the one loop every way of grading a class shares.
 
     Writes ``reports/<student>.json`` and ``.html`` as each finishes, and ``reports/index.html``
-    (the class summary) at the end.
-
-    Reports come back in the order of ``submissions``.
+    (the class summary) at the end.  Every submission gets a report: one the executor did not
+    return says so.  Reports come back in the order of ``submissions``, as summaries (without
+    pictures and output), so that memory stays flat over a large class.
     """
     if not submissions:
         return []
     reports.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, min(jobs or default_jobs(), len(submissions)))
     source = SourceNotebook.load(source_path)
-    # Forking this process is quick, and it holds no student data.
-    context = multiprocessing.get_context("fork")
-    # Results wait in a short queue: when this process falls behind (writing the gradebook),
-    # the graders pause instead of piling up reports in memory.
-    tasks, results = context.Queue(), context.Queue(maxsize=4 * jobs)
-    for item in enumerate(submissions):
-        tasks.put(item)
-    for _ in range(jobs):
-        tasks.put(None)
-    processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results),
-                                 daemon=True) for _ in range(jobs)]
-    for process in processes:
-        process.start()
     done: dict[int, GradeReport] = {}
-    try:
-        while len(done) < len(submissions):
-            try:
-                index, data = results.get(timeout=1.0)
-            except queue.Empty:
-                if not any(process.is_alive() for process in processes):
-                    break
-                continue
-            report = GradeReport.from_dict(data)
-            write_student_files(report, reports, submissions[index].student)
-            done[index] = report.summary()
-            if progress:
-                progress(len(done), len(submissions), report)
-    finally:
-        for process in processes:
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
+
+    def finish(index: int, report: GradeReport) -> None:
+        write_student_files(report, reports, submissions[index].student)
+        done[index] = report.summary()
+        if progress:
+            progress(len(done), len(submissions), report)
+
+    for index, report in executor.results(source_path, submissions, limits=limits, seed=seed):
+        finish(index, report)
     for index, submission in enumerate(submissions):
         if index not in done:
-            done[index] = _failed_report(source, submission, "The grading process stopped before this notebook.")
-            write_student_files(done[index], reports, submission.student)
+            finish(index, not_graded_submission(source, submission, "The grading process stopped before this notebook."))
     ordered = [done[index] for index in range(len(submissions))]
     write_class_page(ordered, reports)
     return ordered
+
+
+def grade_batch(source_path: Path, submissions: list[Submission], reports: Path, *, limits: Limits,
+                seed: int | None = None, jobs: int | None = None,
+                progress: Callable[[int, int, GradeReport], None] | None = None,
+                stats: BatchStats | None = None) -> list[GradeReport]:
+    """:func:`grade_class` on ``jobs`` local processes (default: every core)."""
+    return grade_class(source_path, submissions, reports, executor=LocalPool(jobs, stats), limits=limits,
+                       seed=seed, progress=progress)
 
 
 def write_class_page(reports_list: list[GradeReport], folder: Path) -> None:

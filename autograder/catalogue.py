@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder.errors import AutograderError
 from autograder.notebook import Node, grade_id, nbgrader_metadata, strip_solution_markers
 
 if sys.version_info >= (3, 11):
@@ -24,8 +25,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-class CatalogueError(Exception):
-    pass
+class CatalogueError(AutograderError):
+    """A catalogue, alternatives or audit file that cannot be read; the message names the entry."""
 
 
 @dataclass(frozen=True)

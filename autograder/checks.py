@@ -40,6 +40,8 @@ __all__ = [
     "check_symmetric_psd",
     "check_decreasing_loss",
     "check_not_using",
+    "check_raises",
+    "allow_in_place",
     "test_rng",
     "check_not_using_operator",
     "check_raises",
@@ -51,6 +53,8 @@ _grading_seed: ContextVar[int | None] = ContextVar("grading_seed", default=None)
 _student_cells: ContextVar[dict[str, str] | None] = ContextVar("student_cells", default=None)
 # Figures the running test cell asked for; None outside the autograder.
 _figures: ContextVar[list[dict[str, Any]] | None] = ContextVar("figures", default=None)
+# Whether a student function may change its arguments in place (the test says so).
+_in_place_allowed: ContextVar[bool] = ContextVar("in_place_allowed", default=False)
 
 
 class CheckFailure(AssertionError):
@@ -82,6 +86,32 @@ def student_code(cells: dict[str, str]) -> Iterator[None]:
         _student_cells.reset(token)
 
 
+@contextlib.contextmanager
+def allow_in_place() -> Iterator[None]:
+    """Within this block, student functions may change their arguments in place.
+
+    Outside it, the autograder fails a test whose call of a student function changed an array
+    or list it passed in ("changed its argument `x` in place; work on a copy"), since an exercise
+    that does not ask for it must leave the caller's data as it was.  In a plain kernel this
+    block does nothing.
+
+    Example::
+
+        with allow_in_place():
+            shuffle_in_place(values)
+    """
+    token = _in_place_allowed.set(True)
+    try:
+        yield
+    finally:
+        _in_place_allowed.reset(token)
+
+
+def in_place_allowed() -> bool:
+    """Whether the running test allows student functions to change their arguments."""
+    return _in_place_allowed.get()
+
+
 def test_rng(salt: str) -> np.random.Generator:
     """A random generator for a hidden test's inputs.
 
@@ -106,20 +136,57 @@ def collecting_figures() -> Iterator[list[dict[str, Any]]]:
         _figures.reset(token)
 
 
+# A figure in a report draws what student code returned, so its size is capped: a student
+# function that returns ten million points must not make a report of hundreds of megabytes.
+MAX_FIGURES_PER_TEST = 4
+MAX_CURVES_PER_FIGURE = 6
+MAX_POINTS_PER_CURVE = 1_000
+_MAX_LABEL_CHARS = 200
+
+
+def _plotted(values: Any, count: int) -> list[float]:
+    """At most ``MAX_POINTS_PER_CURVE`` evenly spaced values of the first ``count``."""
+    try:
+        array = np.asarray(values, dtype=float).ravel()[:count]
+    except (TypeError, ValueError):
+        return []
+    if array.size > MAX_POINTS_PER_CURVE:
+        array = array[np.linspace(0, array.size - 1, MAX_POINTS_PER_CURVE).round().astype(int)]
+    return array.tolist()
+
+
 def plot_curves(title: str, x: Any, curves: Mapping[str, Any], *, xlog: bool = False,
                 ylog: bool = False, xlabel: str = "", ylabel: str = "") -> None:
     """Show the student's numbers against the reference as a picture in the feedback.
 
-    Inside the autograder the figure goes into the student's HTML report; in a notebook it
-    is drawn with Matplotlib.  Call it before the check it illustrates.
+    Inside the autograder the figure goes into the student's HTML report (at most
+    ``MAX_FIGURES_PER_TEST`` figures per test, ``MAX_CURVES_PER_FIGURE`` curves, and
+    ``MAX_POINTS_PER_CURVE`` points per curve: longer curves are thinned evenly); in a notebook
+    it is drawn with Matplotlib.  Call it before the check it illustrates.
+
+    Example::
+
+        plot_curves("Error against step size", hs, {"yours": errors, "reference": expected},
+                    xlog=True, ylog=True, xlabel="h", ylabel="|error|")
     """
     figures = _figures.get()
+    if figures is not None:
+        if len(figures) >= MAX_FIGURES_PER_TEST:
+            return
+        xs = np.asarray(x, dtype=float).ravel()
+        count = xs.size
+        data = {"title": str(title)[:_MAX_LABEL_CHARS], "x": _plotted(xs, count),
+                "curves": {str(name)[:_MAX_LABEL_CHARS]: _plotted(y, count)
+                           for name, y in list(curves.items())[:MAX_CURVES_PER_FIGURE]},
+                "xlog": bool(xlog), "ylog": bool(ylog), "xlabel": str(xlabel)[:_MAX_LABEL_CHARS],
+                "ylabel": str(ylabel)[:_MAX_LABEL_CHARS]}
+        if count > MAX_POINTS_PER_CURVE:
+            data["note"] = f"{MAX_POINTS_PER_CURVE:,} of {count:,} points shown"
+        figures.append(data)
+        return
     data = {"title": str(title), "x": np.asarray(x, dtype=float).ravel().tolist(),
             "curves": {str(name): np.asarray(y, dtype=float).ravel().tolist() for name, y in curves.items()},
             "xlog": bool(xlog), "ylog": bool(ylog), "xlabel": str(xlabel), "ylabel": str(ylabel)}
-    if figures is not None:
-        figures.append(data)
-        return
     try:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a dependency of the course
@@ -394,7 +461,9 @@ def check_decreasing_loss(losses: Any, *, what: str = "your loss curve", window:
 
 
 def _source_of(function: Any) -> str:
-    """The code of a student's function and of the helpers it uses (their definitions only)."""
+    """The code of a student's function and of what it uses: every top-level statement, in any
+    of the student's cells, that binds the function's name or a name it mentions (definitions,
+    later redefinitions, assignments, imports), followed transitively."""
     cells = _student_cells.get()
     name = getattr(function, "__name__", "")
     if cells is None:
@@ -404,51 +473,103 @@ def _source_of(function: Any) -> str:
             return inspect.getsource(function)
         except (OSError, TypeError):
             return ""
-    definitions: dict[str, str] = {}
+    from autograder.notebook import top_level_names
+
+    binders: dict[str, list[str]] = {}
     for source in cells.values():
         try:
             tree = ast.parse(source)
         except SyntaxError:
             continue
         for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                definitions[node.name] = ast.get_source_segment(source, node) or ""
-    wanted, chosen = [name], {}
+            segment = ast.get_source_segment(source, node) or ""
+            for bound in top_level_names(segment):
+                binders.setdefault(bound, []).append(segment)
+    wanted, seen, chosen = [name], set(), []
     while wanted:
         current = wanted.pop()
-        if current in chosen or current not in definitions:
+        if current in seen:
             continue
-        chosen[current] = definitions[current]
-        wanted += [node.id for node in ast.walk(ast.parse(definitions[current])) if isinstance(node, ast.Name)]
-    return "\n\n".join(chosen.values())
+        seen.add(current)
+        for segment in binders.get(current, []):
+            if segment not in chosen:
+                chosen.append(segment)
+                wanted += [node.id for node in ast.walk(ast.parse(segment)) if isinstance(node, ast.Name)]
+    return "\n\n".join(chosen)
 
 
 def _dotted(node: ast.AST) -> str:
     parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
+    while True:
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+            parts.append(node.args[1].value)
+            node = node.args[0]
+        else:
+            break
     if isinstance(node, ast.Name):
         parts.append(node.id)
     return ".".join(reversed(parts))
+
+
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """What names stand for: ``import numpy.linalg as la`` makes ``la`` mean ``numpy.linalg``,
+    ``solve = np.linalg.solve`` makes ``solve`` mean ``np.linalg.solve``."""
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = _dotted(node.value)
+            if value and value != node.targets[0].id:
+                aliases[node.targets[0].id] = value
+    return aliases
+
+
+def _expand(path: str, aliases: dict[str, str]) -> str:
+    for _ in range(8):  # aliases of aliases, a few levels deep
+        head, _, rest = path.partition(".")
+        if head not in aliases:
+            break
+        path = aliases[head] + (f".{rest}" if rest else "")
+    return path
 
 
 def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> None:
     """The student's ``function`` (and the helpers it calls) does not use any of ``forbidden``,
     given as dotted names such as ``"linalg.eig"`` or ``"linalg.eigh"``.
 
-    This reads the student's code, so it catches the plain uses a student makes when they reach
-    for the library function; it is a teaching aid, not a security boundary.
+    This reads the student's code (following import and assignment aliases, ``getattr`` with a
+    constant name, and redefinitions in later cells), so it catches the uses a student makes when
+    they reach for the library function; it is a hint, not a guard.  A test that forbids a
+    library routine must also check behaviour the routine cannot fake (the iterate after exactly
+    ``num_iter`` steps, an intermediate result it does not expose, the number of calls of a
+    function the test passes in).
+
+    Example::
+
+        check_not_using(power_iteration, "linalg.eig", "linalg.eigh")
     """
     name = getattr(function, "__name__", "your function")
     try:
         tree = ast.parse(_source_of(function))
     except SyntaxError:
         return
+    aliases = _aliases(tree)
     used: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            used.add(_dotted(node))
+        if isinstance(node, (ast.Attribute, ast.Call, ast.Name)):
+            dotted = _dotted(node)
+            if dotted:
+                used.add(_expand(dotted, aliases))
         elif isinstance(node, ast.ImportFrom) and node.module:
             used |= {f"{node.module}.{alias.name}" for alias in node.names}
     for banned in forbidden:
@@ -495,39 +616,46 @@ def check_not_using_operator(function: Any, *operators: str, what: str | None = 
                 f"{symbol} is fine for checking your answer in a separate cell, not inside {name}."
             )
 
+def _subclass_names(kind: type[BaseException]) -> set[str]:
+    names, pending = set(), [kind]
+    while pending:
+        current = pending.pop()
+        names.add(current.__name__)
+        pending += current.__subclasses__()
+    return names
+
 
 def check_raises(expected: type[BaseException] | str, function: Any, *args: Any, what: str | None = None,
                  hint: str | None = None, **kwargs: Any) -> None:
-    """Calling ``function(*args, **kwargs)`` raises the exception ``expected`` (a class such as
-    ``ValueError``, or its name).
+    """``function(*args, **kwargs)`` raises ``expected`` (a class such as ``ValueError``, or its
+    name), or a subclass of it.
 
     A student's function runs in the worker, and its exception reaches the test by the name of its
-    type, so the type is matched by name, in the grader and in a plain kernel alike: the student
-    must raise exactly the exception named, not a subclass.  A ``NotImplementedError`` passes
-    through, so that an unanswered exercise is reported as not implemented.  ``hint`` is appended
-    to the failure message.
+    type, so the type is matched by name (with the names of its subclasses), in the grader and in a
+    plain kernel alike.  An exercise not answered yet is reported as such.  ``hint`` is appended to
+    the failure message.
 
     Example::
 
-        check_raises(ValueError, dot, np.ones(3), np.ones(4), what="dot(np.ones(3), np.ones(4))",
-                     hint="Vectors of different lengths have no dot product.")
+        check_raises(ValueError, angle, np.zeros(3), np.ones(3),
+                     what="angle(np.zeros(3), np.ones(3))", hint="The angle with a zero vector is undefined.")
     """
-    from autograder.session import StudentError
-
+    name = getattr(function, "__name__", "your function")
     wanted = expected if isinstance(expected, str) else expected.__name__
-    call = what or f"{getattr(function, '__name__', 'your function')}(...)"
+    accepted = {wanted} if isinstance(expected, str) else _subclass_names(expected)
+    call = what or f"{name}(...)"
     try:
         value = function(*args, **kwargs)
-    except NotImplementedError:
-        raise
-    except StudentError as error:
-        if error.not_implemented:
-            raise
-        raised, message = error.type, error.message
-    except Exception as error:  # noqa: BLE001 - the student's exception, judged by its type
-        raised, message = type(error).__name__, str(error)
-    else:
-        _fail(f"{call} returned {_describe(value)}; expected it to raise {wanted}.", None, hint)
-    if raised != wanted:
-        detail = f" ({message})" if message else ""
+    except Exception as error:  # noqa: BLE001 - which exception it was is the point of the check
+        if type(error).__name__ == "StudentError":
+            raised, message, unanswered = str(getattr(error, "type", "")), str(getattr(error, "message", "")), \
+                bool(getattr(error, "not_implemented", False))
+        else:
+            raised, message, unanswered = type(error).__name__, str(error), isinstance(error, NotImplementedError)
+        if unanswered and wanted != "NotImplementedError":
+            raise CheckFailure(f"{name} is not implemented yet: it still raises NotImplementedError.") from None
+        if raised in accepted:
+            return
+        detail = f" ({message[:200]})" if message else ""
         _fail(f"{call} raised {raised}{detail}; expected {wanted}.", None, hint)
+    _fail(f"{call} returned {_describe(value)}; expected it to raise {wanted}.", None, hint)

@@ -22,25 +22,18 @@ import sys
 from pathlib import Path
 
 from autograder import __version__
-from autograder.batch import already_graded, find_submissions, grade_batch, write_class_page
-from autograder.catalogue import CatalogueError
-from autograder.course import Course, CourseError
+from autograder.batch import already_graded, find_submissions, grade_batch, read_hand_in, write_class_page
+from autograder.course import Course
+from autograder.errors import AutograderError, UsageError
 from autograder.gradescope import gradescope_results
-from autograder.gradebook import GradebookError
-from autograder.grading import grade_notebook
+from autograder.grading import grade_notebook, not_graded
 from autograder.html import student_page
 from autograder.launcher import Launcher
-from autograder.notebook import NotebookError, SourceNotebook
-from autograder.release import ReleaseError
-from autograder.render import print_report, print_summary
+from autograder.render import print_report, print_summary, printable
 from autograder.report import GradeReport
-from autograder.session import Limits
+from autograder.settings import Limits
 
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_USAGE, EXIT_NOT_GRADED = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    pass
 
 
 def _course(args: argparse.Namespace) -> Course:
@@ -66,12 +59,27 @@ def cmd_check(args: argparse.Namespace) -> int:
         launcher.start()  # warms up while the notebooks are read
         course = _course(args)
         notebook = Path(args.notebook)
-        if not notebook.is_file() and not args.gradescope:
-            raise UsageError(f"There is no notebook {notebook}.")
-        ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
-        source = SourceNotebook.load(course.source_notebook(ps))
         seed = args.seed if args.seed is not None else secrets.randbits(31)
-        report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
+        if notebook.is_dir():
+            # A hand-in folder (Gradescope's submission/): someone else wrote it, so it is read
+            # without following links, like submitted/ when a class is graded.
+            known = course.problem_sets()
+            if not args.ps and len(known) != 1:
+                raise UsageError(f"{notebook} is a folder; say which problem set it holds with --ps.")
+            ps = course.check_problem_set(args.ps or known[0])
+            source = course.source(ps)
+            hand_in = read_hand_in(notebook.parent, (notebook.name,), ps, depth=3)
+            if isinstance(hand_in, str):
+                report = not_graded(source, hand_in, notebook=notebook.name, seed=seed)
+            else:
+                report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name, seed=seed,
+                                        limits=_limits(course, args), launcher=launcher)
+        else:
+            if not notebook.is_file() and not args.gradescope:
+                raise UsageError(f"There is no notebook {notebook}.")
+            ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
+            source = course.source(ps)
+            report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
     print_report(report)
     if args.json:
         report.write_json(Path(args.json))
@@ -85,6 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: argparse.Namespace) -> int:
+    course.source(ps)  # refuses a problem set whose tests are not safe to grade with
     submissions = find_submissions(submitted, ps, args.student)
     if not submissions:
         print(f"No submissions of {ps} in {submitted} (expected {submitted}/<student>/{ps}/{ps}.ipynb).")
@@ -107,7 +116,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
 
         def progress(number: int, total: int, report) -> None:
             state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
-            print(f"[{number}/{total}] {report.student}: {state}", file=sys.stderr, flush=True)
+            print(f"[{number}/{total}] {printable(report.student)}: {state}", file=sys.stderr, flush=True)
             if gradebook is not None:
                 gradebook.record(report, by_name[report.student])
 
@@ -136,7 +145,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
     if gradebook is not None:
         for warning in gradebook.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+            print(f"warning: {printable(warning)}", file=sys.stderr)
         print(f"Gradebook: {target.db_url} (autograded notebooks: {target.autograded})")
     return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
 
@@ -210,6 +219,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from autograder.audit import audit_problem_set
+    from autograder.html import audit_page
     from autograder.render import print_audit
 
     course = _course(args)
@@ -221,15 +231,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
             if sys.stderr.isatty():
                 print(f"\r{ps}: {done}/{total} notebooks graded", end="", file=sys.stderr, flush=True)
 
-        audit = audit_problem_set(course, ps, seeds=range(args.seeds), limits=limits, processes=args.jobs,
-                                  progress=progress)
+        audit = audit_problem_set(course, ps, seeds=range(args.seeds),
+                                  mutant_seeds=None if args.no_mutants else range(args.mutant_seeds),
+                                  limits=limits, processes=args.jobs, progress=progress)
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        print_audit(audit)
+        print_audit(audit, verbose=args.verbose)
         audits.append(audit)
     if args.json:
         Path(args.json).write_text(json.dumps([audit.to_dict() for audit in audits], indent=2) + "\n",
                                    encoding="utf-8")
+    if args.html:
+        Path(args.html).write_text(audit_page(audits), encoding="utf-8")
     return EXIT_OK if all(audit.passed for audit in audits) else EXIT_TESTS_FAILED
 
 
@@ -244,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check", help="grade one notebook and show the feedback")
-    check.add_argument("notebook", help="the notebook to check")
+    check.add_argument("notebook", help="the notebook to check, or a hand-in folder (read without following links)")
     check.add_argument("--ps", help="its problem set (default: from the file name)")
     check.add_argument("--seed", type=int, help="seed of the hidden tests' inputs (to reproduce a run)")
     check.add_argument("--timeout", type=float, help="seconds one cell or test may run")
@@ -295,10 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="prove a problem set's tests: solution, mistakes, alternatives")
     audit.add_argument("ps", help="the problem set, or 'all'")
-    audit.add_argument("--seeds", type=int, default=20, help="seeds to grade each notebook at (default: 20)")
+    audit.add_argument("--seeds", type=int, default=20,
+                       help="seeds to grade the solution, each mistake and each alternative at (default: 20)")
+    audit.add_argument("--mutant-seeds", type=int, default=3, help="seeds to grade each mutant at (default: 3)")
+    audit.add_argument("--no-mutants", action="store_true", help="leave out the automatic mutants")
+    audit.add_argument("--verbose", action="store_true", help="list every mistake and mutant, not only problems")
     audit.add_argument("--jobs", type=int, help="notebooks graded at once (default: one per core)")
     audit.add_argument("--timeout", type=float, help="seconds one cell or test may run")
     audit.add_argument("--json", help="also write the audit as JSON to this file")
+    audit.add_argument("--html", help="also write the audit as a web page to this file")
     audit.set_defaults(run=cmd_audit)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")
@@ -317,14 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, CourseError, CatalogueError) as error:
-        print(f"autograder: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except NotebookError as error:
-        print(f"autograder: the course's own notebook is unreadable: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ReleaseError, GradebookError) as error:
-        print(f"autograder: {error}", file=sys.stderr)
+    except AutograderError as error:
+        print(f"autograder: {printable(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("autograder: interrupted", file=sys.stderr)

@@ -10,16 +10,21 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.session import Limits
+from autograder.errors import AutograderError
+from autograder.settings import Limits, load_limits
+
+if TYPE_CHECKING:
+    from autograder.notebook import SourceNotebook
 
 CONFIG_FILE = "nbgrader_config.py"
 
 
-class CourseError(Exception):
+class CourseError(AutograderError):
     """A course, problem set or file that cannot be found; the message says what to do."""
 
 
@@ -68,6 +73,21 @@ class Course:
     def source_notebook(self, ps: str) -> Path:
         return self.root / "source" / ps / f"{ps}.ipynb"
 
+    def source(self, ps: str) -> "SourceNotebook":
+        """The instructor notebook of ``ps``, checked to be safe to grade with (its test cells
+        read nothing a student could rebind)."""
+        from autograder.grading import unsafe_test_names
+        from autograder.notebook import NotebookError, SourceNotebook
+
+        try:
+            source = SourceNotebook.load(self.source_notebook(ps))
+        except NotebookError as error:
+            raise CourseError(f"The course's own notebook of {ps} cannot be read: {error}") from None
+        problems = unsafe_test_names(source)
+        if problems:
+            raise CourseError(" ".join(problems[:3]) + (f" ({len(problems) - 3} more)" if len(problems) > 3 else ""))
+        return source
+
     def release_notebook(self, ps: str) -> Path:
         return self.root / "release" / ps / f"{ps}.ipynb"
 
@@ -79,6 +99,10 @@ class Course:
 
     def alternatives(self, ps: str) -> Path:
         return self.root / "source" / ps / "alternatives.toml"
+
+    def audit_records(self, ps: str) -> Path:
+        """``audit.toml``: the surviving mutants the instructor has explained."""
+        return self.root / "source" / ps / "audit.toml"
 
     def problem_set_of(self, notebook: Path) -> str:
         """Which problem set a notebook belongs to: from its file name, else from its answer cells."""
@@ -108,13 +132,13 @@ class Course:
         path = self.root / CONFIG_FILE
         if not path.is_file():
             return Config()
-        return PyFileConfigLoader(CONFIG_FILE, path=str(self.root)).load_config()
+        try:
+            return PyFileConfigLoader(CONFIG_FILE, path=str(self.root)).load_config()
+        except Exception as error:  # noqa: BLE001 - the instructor's file, reported as one sentence
+            raise CourseError(f"{path} could not be loaded: {type(error).__name__}: {error}. "
+                              "Fix the line it names.") from None
 
     def limits(self) -> Limits:
-        section = self.config().get("Autograder", {})
-        defaults = Limits()
-        return Limits(
-            cell_timeout=float(section.get("cell_timeout", defaults.cell_timeout)),
-            submission_timeout=float(section.get("submission_timeout", defaults.submission_timeout)),
-            strict=bool(section.get("strict", defaults.strict)),
-        )
+        """The engine's limits from ``c.Autograder`` (a misspelt or mistyped setting is a
+        :class:`~autograder.settings.SettingsError`)."""
+        return load_limits(self.config())

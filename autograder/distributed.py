@@ -13,7 +13,8 @@ times gets an error report.
 
 Every Dask worker process keeps its launchers (one per task it runs at once: one with
 ``--nthreads 1``, which is what grading wants) and the source notebooks it has loaded (by
-content hash), so a worker template starts once per process, not once per submission.
+content hash) in a worker plugin, so a worker template starts once per process, not once per
+submission, and stops with the worker.
 
 Dask is imported only inside functions: the CLI imports this module, and
 :class:`ClusterError` must be usable where Dask is not installed.
@@ -22,7 +23,6 @@ Dask is imported only inside functions: the CLI imports this module, and
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import hashlib
 import os
@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import autograder
-from autograder.batch import (Submission, _failed_report, grade_submission, write_class_page,
-                              write_student_files)
+from autograder.batch import HandIn, Submission, not_graded_submission, grade_class, grade_hand_in
+from autograder.errors import AutograderError
 from autograder.launcher import Launcher
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
-from autograder.session import Limits
+from autograder.settings import Limits
 
 INSTALL = "pip install 'autograder[cluster]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
@@ -50,111 +50,114 @@ WORKER_TIMEOUT = 60.0  # seconds to wait for a first worker, once the tasks are 
 RETRIES = 1  # for a task that raised outside the grading itself (a worker's disk, say)
 
 
-class ClusterError(Exception):
+class ClusterError(AutograderError):
     """The cluster cannot be used; ``str(error)`` says why in one or two sentences."""
 
 
 # ---------------------------------------------------------------------------------------------
 # The worker's side: runs inside a Dask worker process.
 
-_lock = threading.Lock()
-_pid = os.getpid()
-_idle: list[Launcher] = []
-_launchers: list[Launcher] = []
-_sources: dict[str, SourceNotebook] = {}
+PLUGIN_NAME = "autograder"
 _MAX_SOURCES = 8
-_graded: deque[dict[str, Any]] = deque(maxlen=1_000)
 
 
-def _forget_state_of_parent() -> None:
-    """After a fork, the parent's launchers (their sockets) are not this process's to use."""
-    global _pid
-    if os.getpid() != _pid:
-        _pid = os.getpid()
-        _idle.clear()
-        _launchers.clear()
-        _sources.clear()
-        _graded.clear()
+class GradingState:
+    """What a Dask worker process keeps between tasks: warm launchers (one per task running at
+    once) and the source notebooks it has loaded.  It lives in the worker's plugin
+    (:func:`_grading_plugin`), so it goes away with the worker."""
 
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[Launcher] = []
+        self.launchers: list[Launcher] = []
+        self.sources: dict[str, SourceNotebook] = {}
+        self.graded: deque[dict[str, Any]] = deque(maxlen=1_000)
 
-def _close_launchers() -> None:
-    with _lock:
-        if os.getpid() != _pid:
-            return
-        launchers = list(_launchers)
-        _launchers.clear()
-        _idle.clear()
-    for launcher in launchers:
-        with contextlib.suppress(Exception):
-            launcher.__exit__()  # stops the template (and its workers), removes its home
-
-
-@contextlib.contextmanager
-def _borrowed_launcher() -> Iterator[Launcher]:
-    """A warm launcher of this process that no other task is using; kept for the next task."""
-    with _lock:
-        _forget_state_of_parent()
-        if _idle:
-            launcher = _idle.pop()
-        else:
-            launcher = Launcher()
-            launcher.start()
-            if not _launchers:
-                atexit.register(_close_launchers)
-            _launchers.append(launcher)
-    try:
-        yield launcher
-    finally:
-        with _lock:
-            if launcher in _launchers:
-                _idle.append(launcher)
-
-
-def _source_notebook(name: str, data: bytes) -> SourceNotebook:
-    """The source notebook ``name`` with content ``data``, loaded once per process."""
-    key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()
-    with _lock:
-        _forget_state_of_parent()
-        cached = _sources.get(key)
-    if cached is not None:
-        return cached
-    folder = Path(tempfile.mkdtemp(prefix="autograder-source-"))
-    try:
-        path = folder / f"{name}.ipynb"  # SourceNotebook takes the problem set's name from the file's
-        path.write_bytes(data)
-        source = SourceNotebook.load(path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    with _lock:
-        if len(_sources) >= _MAX_SOURCES:
-            _sources.pop(next(iter(_sources)))
-        _sources[key] = source
-    return source
-
-
-def grade_on_worker(source: tuple[str, bytes], notebook_name: str, notebook_data: bytes, student: str,
-                    ps: str, limits: Limits, seed: int | None) -> dict[str, Any]:
-    """The Dask task: grade one submission, given as bytes, in this worker process.
-
-    The notebook is written to a private temporary folder under its own file name (the
-    messages about a broken notebook name the file) and removed afterwards.
-    """
-    started = time.monotonic()
-    source_notebook = _source_notebook(*source)
-    folder = Path(tempfile.mkdtemp(prefix="autograder-submission-"))
-    try:
-        (folder / Path(notebook_name).name).write_bytes(notebook_data)
-        submission = Submission(student, ps, folder)
+    @contextlib.contextmanager
+    def borrowed_launcher(self) -> Iterator[Launcher]:
+        """A warm launcher no other task is using; kept for the next task."""
+        with self.lock:
+            if self.idle:
+                launcher = self.idle.pop()
+            else:
+                launcher = Launcher()
+                launcher.start()
+                self.launchers.append(launcher)
         try:
-            with _borrowed_launcher() as launcher:
-                report = grade_submission(source_notebook, submission, limits=limits, launcher=launcher, seed=seed)
-        except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-            report = _failed_report(source_notebook, submission, f"The grader failed on this notebook: {error}")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    _graded.append({"student": student, "ps": ps, "status": report.status, "score": report.score,
-                    "pid": os.getpid(), "host": socket.gethostname(),
-                    "seconds": round(time.monotonic() - started, 3)})
+            yield launcher
+        finally:
+            with self.lock:
+                if launcher in self.launchers:
+                    self.idle.append(launcher)
+
+    def source_notebook(self, name: str, data: bytes) -> SourceNotebook:
+        """The source notebook ``name`` with content ``data``, loaded once per process."""
+        key = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()
+        with self.lock:
+            cached = self.sources.get(key)
+        if cached is not None:
+            return cached
+        folder = Path(tempfile.mkdtemp(prefix="autograder-source-"))
+        try:
+            path = folder / f"{name}.ipynb"  # SourceNotebook takes the problem set's name from the file's
+            path.write_bytes(data)
+            source = SourceNotebook.load(path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        with self.lock:
+            if len(self.sources) >= _MAX_SOURCES:
+                self.sources.pop(next(iter(self.sources)))
+            self.sources[key] = source
+        return source
+
+    def close(self) -> None:
+        with self.lock:
+            launchers = list(self.launchers)
+            self.launchers.clear()
+            self.idle.clear()
+        for launcher in launchers:
+            with contextlib.suppress(Exception):
+                launcher.__exit__()  # stops the template (and its workers), removes its home
+
+
+def _grading_plugin() -> Any:
+    """A Dask worker plugin that holds a :class:`GradingState` and closes it with the worker."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class GradingPlugin(WorkerPlugin):
+        name = PLUGIN_NAME
+
+        def setup(self, worker: Any) -> None:
+            self.state = GradingState()
+
+        def teardown(self, worker: Any) -> None:
+            self.state.close()
+
+    return GradingPlugin()
+
+
+def _state() -> GradingState:
+    from distributed import get_worker
+
+    return get_worker().plugins[PLUGIN_NAME].state
+
+
+def grade_on_worker(source: tuple[str, bytes], hand_in: HandIn, student: str, ps: str, limits: Limits,
+                    seed: int | None) -> dict[str, Any]:
+    """The Dask task: grade one hand-in, given as bytes (read by the client without following
+    links), in this worker process."""
+    started = time.monotonic()
+    state = _state()
+    source_notebook = state.source_notebook(*source)
+    submission = Submission(student, ps, Path(student) / ps)
+    try:
+        with state.borrowed_launcher() as launcher:
+            report = grade_hand_in(source_notebook, submission, hand_in, limits=limits, launcher=launcher, seed=seed)
+    except Exception as error:  # noqa: BLE001 - one submission never stops the batch
+        report = not_graded_submission(source_notebook, submission, f"The grader failed on this notebook: {error}")
+    state.graded.append({"student": student, "ps": ps, "status": report.status, "score": report.score,
+                         "pid": os.getpid(), "host": socket.gethostname(),
+                         "seconds": round(time.monotonic() - started, 3)})
     return report.to_dict()
 
 
@@ -163,13 +166,14 @@ def worker_version() -> str:
     return autograder.__version__
 
 
-def worker_facts() -> dict[str, Any]:
+def worker_facts(dask_worker: Any) -> dict[str, Any]:
     """What a worker process runs and has done: its autograder version, pid and host, how many
     launchers it started, and the submissions it graded (``client.run(worker_facts)``)."""
-    with _lock:
-        _forget_state_of_parent()
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    state = plugin.state if plugin is not None else GradingState()
+    with state.lock:
         return {"autograder": autograder.__version__, "pid": os.getpid(), "host": socket.gethostname(),
-                "launchers": len(_launchers), "graded": list(_graded)}
+                "launchers": len(state.launchers), "graded": list(state.graded)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,84 +259,61 @@ def _task_failure(future: Any) -> str:
     return f"The grader failed on this notebook on the cluster: {type(error).__name__}: {error}"
 
 
-def grade_batch_on_cluster(
-    address: str,
-    source_path: Path,
-    submissions: list[Submission],
-    reports: Path,
-    *,
-    limits: Limits,
-    seed: int | None = None,
-    progress: Callable[[int, int, GradeReport], None] | None = None,
-) -> list[GradeReport]:
-    """:func:`autograder.batch.grade_batch`, on the Dask cluster whose scheduler is at ``address``.
+class DaskCluster:
+    """Graders on the workers of a running Dask cluster (:class:`autograder.batch.Executor`).
 
-    Writes ``reports/<student>.json`` and ``.html`` as each finishes, and ``reports/index.html``
-    at the end; every submission gets a report, an ``error`` one when its task failed.
-    Reports come back in the order of ``submissions``.  Raises :class:`ClusterError` when the
-    cluster cannot be used at all (Dask missing, scheduler unreachable, no workers, workers
-    without this autograder).
-    """
-    if not submissions:
-        return []
-    reports.mkdir(parents=True, exist_ok=True)
-    source = SourceNotebook.load(source_path)
-    done: dict[int, GradeReport] = {}
+    Hand-ins are read here, without following links, and sent as bytes with the source notebook,
+    so workers need no shared disk; one that cannot be read is reported here without a task."""
 
-    def finish(index: int, report: GradeReport) -> None:
-        write_student_files(report, reports, submissions[index].student)
-        done[index] = report.summary()  # as grade_batch: memory stays flat over a large class
-        if progress:
-            progress(len(done), len(submissions), report)
+    def __init__(self, address: str) -> None:
+        self.address = address
 
-    local: list[int] = []
-    remote: dict[int, tuple[Path, bytes]] = {}
-    for index, submission in enumerate(submissions):
-        notebook = submission.notebook()
-        try:
-            if isinstance(notebook, Path):
-                remote[index] = (notebook, notebook.read_bytes())
-                continue
-        except OSError:
-            pass
-        local.append(index)
-    client = _connect(address) if remote else None
-    for index in local:
-        # No notebook, or an unreadable one: the same report as the local pool's, made here
-        # (grade_submission reports both without starting a worker).
-        finish(index, grade_submission(source, submissions[index], limits=limits, launcher=None, seed=seed))
-
-    if client is not None:
+    def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
+                seed: int | None) -> Iterator[tuple[int, GradeReport]]:
+        source = SourceNotebook.load(source_path)
+        remote: dict[int, HandIn] = {}
+        local: dict[int, str] = {}
+        for index, submission in enumerate(submissions):
+            hand_in = submission.read()
+            if isinstance(hand_in, HandIn):
+                remote[index] = hand_in
+            else:
+                local[index] = hand_in
+        client = _connect(self.address) if remote else None
+        for index, reason in local.items():
+            yield index, grade_hand_in(source, submissions[index], reason, limits=limits, launcher=None, seed=seed)
+        if client is None:
+            return
         futures: dict[Any, int] = {}
         try:
             from distributed import as_completed
 
+            client.register_plugin(_grading_plugin(), name=PLUGIN_NAME)
             # Every task carries the source's bytes rather than depending on one task that holds
             # them: Dask places a task near its dependencies, which would put the class on one
             # worker at first (and one dying worker would take many notebooks with it).
             source_file = (source.name, source_path.read_bytes())
             run = uuid.uuid4().hex[:8]
-            for index, (notebook, data) in remote.items():
+            for index, hand_in in remote.items():
                 submission = submissions[index]
-                future = client.submit(grade_on_worker, source_file, notebook.name, data, submission.student,
+                future = client.submit(grade_on_worker, source_file, hand_in, submission.student,
                                        submission.ps, limits, seed, retries=RETRIES, pure=False,
                                        key=f"autograder-grade-{submission.ps}-{submission.student}-{run}")
                 futures[future] = index
             # Submitted first, so that an adaptive cluster sees work and starts workers.
-            _check_workers(client, address)
+            _check_workers(client, self.address)
             for future in as_completed(list(futures), loop=client.loop):
                 index = futures[future]
                 try:
                     if future.status == "finished":
                         report = GradeReport.from_dict(future.result())
-                        report.notebook = str(remote[index][0])  # not the worker's temporary copy
                     else:
-                        report = _failed_report(source, submissions[index], _task_failure(future))
+                        report = not_graded_submission(source, submissions[index], _task_failure(future))
                 except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-                    report = _failed_report(source, submissions[index],
+                    report = not_graded_submission(source, submissions[index],
                                             f"The cluster's result for this notebook could not be read: {error}")
                 future.release()
-                finish(index, report)
+                yield index, report
         finally:
             # Normally nothing is left; after Ctrl-C or an error, nothing more is graded for us.
             pending = [future for future in futures if not future.done()]
@@ -342,9 +323,13 @@ def grade_batch_on_cluster(
             with contextlib.suppress(Exception):
                 client.close(timeout=10)
 
-    for index, submission in enumerate(submissions):
-        if index not in done:
-            finish(index, _failed_report(source, submission, "The cluster returned no result for this notebook."))
-    ordered = [done[index] for index in range(len(submissions))]
-    write_class_page(ordered, reports)
-    return ordered
+
+def grade_batch_on_cluster(address: str, source_path: Path, submissions: list[Submission], reports: Path, *,
+                           limits: Limits, seed: int | None = None,
+                           progress: Callable[[int, int, GradeReport], None] | None = None) -> list[GradeReport]:
+    """:func:`autograder.batch.grade_class` on the Dask cluster whose scheduler is at ``address``.
+
+    Raises :class:`ClusterError` when the cluster cannot be used at all (Dask missing, scheduler
+    unreachable, no workers, workers without this autograder)."""
+    return grade_class(source_path, submissions, reports, executor=DaskCluster(address), limits=limits, seed=seed,
+                       progress=progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import tempfile
 import zipfile
@@ -38,6 +39,25 @@ _GRADESCOPE_FILES = Path(__file__).resolve().parent / "gradescope_files"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+def _package_metadata() -> str:
+    """A ``pyproject.toml`` that installs this engine with the dependencies it was installed with
+    (from a source checkout or an installed package alike)."""
+    from importlib import metadata
+
+    distribution = metadata.distribution("autograder")
+    requirements = [requirement for requirement in distribution.requires or [] if "extra ==" not in requirement]
+    listed = "".join(f"    {json.dumps(requirement)},\n" for requirement in requirements)  # TOML strings
+    scripts = "".join(f"{entry.name} = {json.dumps(entry.value)}\n" for entry in distribution.entry_points
+                      if entry.group == "console_scripts")
+    return ("[build-system]\nrequires = [\"setuptools>=68\"]\nbuild-backend = \"setuptools.build_meta\"\n\n"
+            f"[project]\nname = \"autograder\"\nversion = \"{distribution.version}\"\n"
+            f"requires-python = \"{distribution.metadata.get('Requires-Python') or '>=3.10'}\"\n"
+            f"dependencies = [\n{listed}]\n\n"
+            f"[project.scripts]\n{scripts}\n"
+            "[tool.setuptools.packages.find]\ninclude = [\"autograder*\"]\n\n"
+            "[tool.setuptools.package-data]\nautograder = [\"gradescope_files/*\"]\n")
+
+
 def write_gradescope_zip(course: Course, ps: str, target: Path) -> None:
     """A Gradescope autograder: ``setup.sh`` installs this package, ``run_autograder`` grades the
     submitted notebook with it and writes ``results/results.json``.  The zip holds this one
@@ -51,8 +71,7 @@ def write_gradescope_zip(course: Course, ps: str, target: Path) -> None:
         package = build / "package"
         shutil.copytree(_PACKAGE_DIR, package / "autograder",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(_PACKAGE_DIR.parent / name, package / name)
+        (package / "pyproject.toml").write_text(_package_metadata(), encoding="utf-8")
         target.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in ("setup.sh", "run_autograder"):

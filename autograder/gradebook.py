@@ -29,16 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograder.batch import Submission
+from autograder.batch import TIMESTAMP_FILE, Submission
 from autograder.course import Course
-from autograder.notebook import (NotebookError, SourceNotebook, grade_id, nbgrader_metadata, read_notebook,
-                                 split_hidden_tests, strip_solution_markers)
+from autograder.errors import AutograderError
+from autograder.notebook import (NotebookError, SourceNotebook, grade_id, nbgrader_metadata, parse_notebook,
+                                 read_notebook, split_hidden_tests, strip_solution_markers)
 from autograder.report import PASSED, GradeReport
 
-TIMESTAMP_FILE = "timestamp.txt"
 
-
-class GradebookError(Exception):
+class GradebookError(AutograderError):
     """The gradebook cannot be opened or written; the message says what to do."""
 
 
@@ -157,9 +156,9 @@ class GradebookWriter:
 
         A student whose rows cannot be written is a warning, not the end of the batch: the
         report is on disk, and the next run records it."""
-        student, folder = submission.student, submission.folder
+        student = submission.student
         try:
-            self._record_rows(report, folder, student)
+            self._record_rows(report, student)
         except Exception as error:  # noqa: BLE001 - any database failure, for this student only
             self._gradebook.db.rollback()  # so that the next student's rows can be written
             self.warnings.append(f"{student}: not recorded in the gradebook: {error}")
@@ -169,12 +168,12 @@ class GradebookWriter:
         except OSError as error:
             self.warnings.append(f"{student}: the autograded notebook could not be written: {error}")
 
-    def _record_rows(self, report: GradeReport, folder: Path, student: str) -> None:
+    def _record_rows(self, report: GradeReport, student: str) -> None:
         gradebook = self._gradebook
         if student not in self._students:
             gradebook.update_or_create_student(student)
             self._students.add(student)
-        timestamp = self._timestamp(folder, student)
+        timestamp = self._timestamp(report.submitted_at, student)
         extra = {"timestamp": timestamp} if timestamp is not None else {}
         # nbgrader builds a new submission's rows before adding them to the session; flushing
         # half-built rows on the way only makes SQLAlchemy warn.
@@ -200,17 +199,16 @@ class GradebookWriter:
         notebook.late_submission_penalty = self._late_penalty(student, score, submission.total_seconds_late)
         gradebook.db.commit()
 
-    def _timestamp(self, folder: Path, student: str) -> Any:
+    def _timestamp(self, text: str | None, student: str) -> Any:
+        """The submission time of ``timestamp.txt`` (read with the hand-in, never by path here)."""
         from nbgrader.utils import parse_utc
 
-        path = folder / TIMESTAMP_FILE
-        if not path.is_file():
+        if not text:
             return None
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
         try:
-            return parse_utc(text) if text else None
+            return parse_utc(text)
         except (ValueError, OverflowError):
-            self.warnings.append(f"{student}: {path} does not hold a date ({text[:40]!r}); "
+            self.warnings.append(f"{student}: {TIMESTAMP_FILE} does not hold a date ({text[:40]!r}); "
                                  "graded as submitted on time.")
             return None
 
@@ -230,10 +228,10 @@ class GradebookWriter:
             if self._answer_of_test.get(test.id) != answer_id:
                 continue
             if test.status == PASSED:
-                lines.append(f"{test.id}: passed ({test.points:g}/{test.max_points:g}).")
+                lines.append(f"{test.name}: passed ({test.points:g}/{test.max_points:g}).")
             else:
                 named = f" Likely mistake: {test.diagnosis}." if test.diagnosis else ""
-                lines.append(f"{test.id}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
+                lines.append(f"{test.name}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
         problems = [f"Running this cell failed: {problem.message}" for problem in report.cell_problems
                     if problem.cell == answer_id]
         return "\n".join(problems + lines) or None
@@ -248,9 +246,8 @@ class GradebookWriter:
         temporary.write_text(json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n",
                              encoding="utf-8")
         temporary.replace(target / f"{self.ps}.ipynb")
-        stamp = submission.folder / TIMESTAMP_FILE
-        if stamp.is_file():
-            (target / TIMESTAMP_FILE).write_bytes(stamp.read_bytes()[:200])
+        if report.submitted_at:
+            (target / TIMESTAMP_FILE).write_text(report.submitted_at[:200] + "\n", encoding="utf-8")
 
 
 def _answer_cell_of_each_test(source: Any) -> dict[str, str]:
@@ -268,11 +265,11 @@ def _answer_cell_of_each_test(source: Any) -> dict[str, str]:
 
 def _submitted_answers(submission: Submission) -> dict[str, str]:
     """The student's answer cells, by id (empty when there is no readable notebook)."""
-    path = submission.notebook()
-    if isinstance(path, str):
+    hand_in = submission.read()
+    if isinstance(hand_in, str):
         return {}
     try:
-        notebook = read_notebook(path)
+        notebook = parse_notebook(hand_in.notebook, hand_in.notebook_name)
     except NotebookError:
         return {}
     answers: dict[str, str] = {}

@@ -15,7 +15,7 @@ def gradescope_results(report: GradeReport) -> dict[str, Any]:
         if test.output.strip():
             output = f"{output}\n\nYour code printed:\n{test.output}".strip()
         tests.append({
-            "name": test.id,
+            "name": test.name,
             "number": str(number),
             "score": test.points,
             "max_score": test.max_points,

@@ -89,6 +89,8 @@ def line_chart(figure: dict[str, Any], width: int = 520, height: int = 300) -> s
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>')
         parts.append(f'<text x="{left + 8}" y="{top + 14 + 14 * index}" font-size="11" fill="{colour}">{_e(name)}</text>')
     parts.append("</svg>")
+    if figure.get("note"):
+        parts.append(f'<p class="figure-note">{_e(figure["note"])}</p>')
     return "".join(parts)
 
 
@@ -153,7 +155,7 @@ def student_page(report: GradeReport) -> str:
     for test in report.tests:
         status = test.status
         section = [f'<section class="exercise {_e(status)}" id="{_e(test.id)}">',
-                   f'<h2><span>{_e(test.id)}<span class="badge">{_e(status)}</span></span>'
+                   f'<h2><span>{_e(test.name)}<span class="badge">{_e(status)}</span></span>'
                    f'<span>{test.points:g} / {test.max_points:g}</span></h2>']
         if status != PASSED and test.message:
             section.append(f'<div class="message">{_e(test.message)}</div>')
@@ -191,9 +193,10 @@ def class_page(reports: list[GradeReport]) -> str:
         exercise_ids = [test.id for test in graded[0].tests]
         rates = [100 * sum(1 for r in graded for t in r.tests if t.id == test_id and t.status == PASSED) / len(graded)
                  for test_id in exercise_ids]
-        body.append(bar_rows("Pass rate per exercise", exercise_ids, [round(rate, 1) for rate in rates],
-                             maximum=100, unit="%"))
-        diagnoses = Counter((t.id, t.diagnosis) for r in graded for t in r.tests if t.diagnosis)
+        names = {test.id: test.name for test in graded[0].tests}
+        body.append(bar_rows("Pass rate per exercise", [names[test_id] for test_id in exercise_ids],
+                             [round(rate, 1) for rate in rates], maximum=100, unit="%"))
+        diagnoses = Counter((names.get(t.id, t.id), t.diagnosis) for r in graded for t in r.tests if t.diagnosis)
         if diagnoses:
             rows = "".join(f"<tr><td>{_e(test_id)}</td><td>{_e(name)}</td><td>{count}</td></tr>"
                            for (test_id, name), count in diagnoses.most_common(15))
@@ -204,3 +207,36 @@ def class_page(reports: list[GradeReport]) -> str:
         f"<td>{_e(r.error or '')}</td></tr>" for r in reports)
     body.append(f"<h2>Students</h2><table><tr><th>student</th><th>score</th><th>note</th></tr>{rows}</table>")
     return _page(f"{title}: class summary", "".join(body))
+
+
+def audit_page(audits: list[Any]) -> str:
+    """The audits of one or more problem sets: the bar, per test cell, the mistakes, the survivors."""
+    parts = ["<h1>Audit of the problem sets' tests</h1>"]
+    for audit in audits:
+        verdict = "passed" if audit.passed else "failed"
+        parts.append(f'<section class="exercise {verdict}"><h2>{_e(audit.ps)}<span class="badge">'
+                     f'{verdict.upper()}</span></h2>')
+        parts.append(f'<p class="meta">{len(audit.seeds)} seeds for the solution, mistakes and alternatives; '
+                     f'{len(audit.mutant_seeds)} for each mutant</p>')
+        rows = "".join(f"<tr><td>{'✓' if condition.holds else '✗'}</td><td>{_e(condition.name)}</td>"
+                       f"<td>{_e(condition.detail)}</td></tr>" for condition in audit.conditions)
+        parts.append(f"<table><tr><th></th><th>condition</th><th>found</th></tr>{rows}</table>")
+        if audit.mutants_checked:
+            rows = "".join(f"<tr><td>{_e(test)}</td><td>{row['mutants']}</td><td>{row['mutants hidden only']}</td>"
+                           f"<td>{row['mistakes']}</td><td>{row['mistakes hidden only']}</td></tr>"
+                           for test, row in audit.per_test().items())
+            parts.append("<h3>Per test cell</h3><table><tr><th>test cell</th><th>mutants killed</th>"
+                         "<th>only by its hidden tests</th><th>mistakes caught</th><th>only by its hidden tests</th>"
+                         f"</tr>{rows}</table>")
+        rows = "".join(f"<tr><td>{_e(m.id)}</td><td>{_e(m.cell)}</td><td>{'yes' if m.caught and m.named else 'NO'}</td>"
+                       f"<td>{'visible tests' if m.by_visible else 'hidden tests only'}</td></tr>"
+                       for m in audit.mistakes)
+        parts.append("<h3>Catalogued mistakes</h3><table><tr><th>mistake</th><th>cell</th><th>caught and named</th>"
+                     f"<th>caught by</th></tr>{rows}</table>")
+        survivors = [m for m in audit.mutants if m.status != "killed"]
+        if survivors:
+            items = "".join(f"<li><b>{_e(m.status)}</b>: {_e(m.key)}<pre>{_e(m.diff)}</pre>"
+                            + (f"<p>{_e(m.reason)}</p>" if m.reason else "") + "</li>" for m in survivors)
+            parts.append(f"<h3>Surviving mutants</h3><ul>{items}</ul>")
+        parts.append("</section>")
+    return _page("Audit", "".join(parts))

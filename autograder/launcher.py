@@ -8,6 +8,7 @@ and submissions are not readable from it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -17,17 +18,36 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from autograder import wire
+from autograder.safefs import remove_tree
+from autograder.settings import Limits
+from autograder.wire import messages
 
-PACKAGE_DIR = Path(wire.__file__).resolve().parent
+PACKAGE_DIR = Path(wire.__file__).resolve().parent.parent  # the autograder package
 _SYSTEM_READABLE = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc", "/dev/urandom", "/dev/zero",
                     "/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/sys/devices/system/cpu")
 
 
 class LaunchError(Exception):
     pass
+
+
+@contextlib.contextmanager
+def scratch_area() -> Iterator[Path]:
+    """A directory of the grader's own for one submission's workers.
+
+    Each worker's scratch directory is a new entry in it, made by the worker's supervisor.  The
+    area is traversable but not readable or writable by workers, so no worker can rename, link
+    or plant anything in it; afterwards it is removed without following any link a worker made.
+    """
+    path = Path(tempfile.mkdtemp(prefix="autograder-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        remove_tree(path)
 
 
 def readable_paths() -> list[str]:
@@ -50,9 +70,7 @@ def base_environment(home: Path) -> dict[str, str]:
 class Launcher:
     """The warm worker template, started on first use and restarted if it dies."""
 
-    def __init__(self, *, memory_bytes: int = 4 * 1024**3, max_processes: int = 64) -> None:
-        self.memory_bytes = memory_bytes
-        self.max_processes = max_processes
+    def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
         self._control: socket.socket | None = None
         self._ready = False
@@ -78,11 +96,11 @@ class Launcher:
 
     def _wait_until_ready(self) -> None:
         if not self._ready:
-            if not self._receive(timeout=120).get("ready"):
+            if not self._receive(timeout=120).ready:
                 raise LaunchError("the worker template did not start")
             self._ready = True
 
-    def _receive(self, timeout: float) -> dict[str, Any]:
+    def _receive(self, timeout: float) -> messages.TemplateReply:
         assert self._control is not None
         ready, _, _ = select.select([self._control], [], [], timeout)
         data = self._control.recv(1 << 16) if ready else b""
@@ -91,41 +109,42 @@ class Launcher:
             detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             self._discard()
             raise LaunchError(f"the worker template stopped answering. {detail}".strip())
-        reply = wire.decode(data)
-        return reply if isinstance(reply, dict) else {}
+        reply = messages.parse(wire.decode(data))
+        if not isinstance(reply, messages.TemplateReply):
+            raise LaunchError(f"the worker template answered with {reply.op}")
+        return reply
 
-    def _ask(self, request: dict[str, Any], fds: list[int] | None = None) -> dict[str, Any]:
+    def _ask(self, request: messages.Message, fds: list[int] | None = None) -> messages.TemplateReply:
         self.start()
         self._wait_until_ready()
         assert self._control is not None
-        socket.send_fds(self._control, [wire.encode(request)], fds or [])
+        socket.send_fds(self._control, [wire.encode(request.to_wire())], fds or [])
         return self._receive(timeout=60)
 
-    def spawn(self, scratch: Path, cpu_seconds: int) -> tuple[int, socket.socket]:
-        """A new confined worker using ``scratch``; returns its pid and a socket to it."""
+    def spawn(self, scratch_area: Path, name: str, limits: Limits) -> tuple[int, socket.socket]:
+        """A new confined worker whose scratch directory is ``scratch_area/name`` (made by its
+        supervisor; ``name`` must be new), within ``limits``; returns its pid and a socket to it."""
         ours, theirs = socket.socketpair()
-        settings = {
-            "scratch": str(scratch), "readable": readable_paths(), "cpu_seconds": cpu_seconds,
-            "memory_bytes": self.memory_bytes, "max_processes": self.max_processes,
-            "environment": {"HOME": str(scratch), "TMPDIR": str(scratch), "MPLCONFIGDIR": str(scratch)},
-        }
+        settings = messages.WorkerSettings(
+            scratch_parent=str(scratch_area), scratch_name=name, readable=readable_paths(),
+            cpu_seconds=int(limits.submission_timeout) + 5, memory_bytes=limits.memory_bytes,
+            max_processes=limits.max_processes)
         try:
-            reply = self._ask({"op": "spawn", "settings": settings}, [theirs.fileno()])
+            reply = self._ask(messages.Spawn(settings), [theirs.fileno()])
         finally:
             theirs.close()
-        pid = reply.get("pid")
-        if type(pid) is not int or pid <= 0:
+        if reply.pid is None or reply.pid <= 0:
             ours.close()
-            raise LaunchError(f"the worker template could not start a worker: {reply}")
-        return pid, ours
+            raise LaunchError(f"the worker template could not start a worker: {reply.refused or reply}")
+        return reply.pid, ours
 
     def exit_code(self, pid: int, wait: float = 2.0) -> int | None:
         """How worker ``pid`` ended (negative: killed by that signal), if it has."""
         deadline = time.monotonic() + wait
         while True:
-            code = self._ask({"op": "status", "pid": pid}).get("exit")
+            code = self._ask(messages.Status(pid)).exit
             if code is not None or time.monotonic() >= deadline:
-                return code if type(code) is int else None
+                return code
             time.sleep(0.02)
 
     def kill(self, pid: int, wait: bool = True) -> None:
@@ -148,7 +167,7 @@ class Launcher:
         """Stop the template; it stops and reaps any worker still running first."""
         if self._control is not None and self._process is not None and self._process.poll() is None:
             try:
-                socket.send_fds(self._control, [wire.encode({"op": "shutdown"})], [])
+                socket.send_fds(self._control, [wire.encode(messages.StopWorkers().to_wire())], [])
                 self._receive(timeout=10)
             except (OSError, LaunchError, wire.WireError):
                 pass

@@ -8,6 +8,7 @@ so editing or deleting a test cell changes nothing.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from dataclasses import dataclass, field
@@ -41,29 +42,42 @@ class Node(dict):
         self[name] = value
 
 
+_ADVICE = "Download a fresh copy of the problem set and copy your answers into it."
+
+
 def read_notebook(path: Path) -> Node:
-    """Read a notebook, failing with a :class:`NotebookError` that says what is wrong."""
-    advice = "Download a fresh copy of the problem set and copy your answers into it."
+    """Read a notebook, failing with a :class:`NotebookError` that says what is wrong.
+
+    For files the caller trusts (the course's own, or a notebook a user names on the command
+    line); a hand-in is read with :meth:`autograder.batch.Submission.read` and parsed with
+    :func:`parse_notebook`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise NotebookError(f"There is no file {path}.") from None
-    except UnicodeDecodeError:
-        raise NotebookError(f"{path.name} is not a text file, so it is not a notebook. {advice}") from None
     except OSError as error:
         raise NotebookError(f"{path.name} could not be read: {error.strerror}.") from None
+    return parse_notebook(data, path.name)
+
+
+def parse_notebook(raw: bytes, name: str) -> Node:
+    """The notebook in ``raw`` (the file ``name``), or a :class:`NotebookError` saying what is wrong."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotebookError(f"{name} is not a text file, so it is not a notebook. {_ADVICE}") from None
     try:
         data = json.loads(text, object_hook=Node)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
+        where = f" (line {error.lineno}, column {error.colno})" if isinstance(error, json.JSONDecodeError) else ""
         raise NotebookError(
-            f"{path.name} is not valid JSON (line {error.lineno}, column {error.colno}), "
-            f"so it is not a readable notebook; it may have been damaged. {advice}"
+            f"{name} is not valid JSON{where}, so it is not a readable notebook; it may have been damaged. {_ADVICE}"
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
-        raise NotebookError(f"{path.name} is JSON but not a Jupyter notebook (it has no list of cells). {advice}")
+        raise NotebookError(f"{name} is JSON but not a Jupyter notebook (it has no list of cells). {_ADVICE}")
     if not isinstance(data.get("nbformat"), int) or data["nbformat"] < 4:
         raise NotebookError(
-            f"{path.name} is in an old notebook format; open it in JupyterLab and save it again."
+            f"{name} is in an old notebook format; open it in JupyterLab and save it again."
         )
     data.setdefault("metadata", Node())
     for index, cell in enumerate(data["cells"]):
@@ -71,7 +85,7 @@ def read_notebook(path: Path) -> Node:
         if isinstance(source, list) and all(isinstance(line, str) for line in source):
             cell["source"] = source = "".join(source)  # the on-disk form splits lines
         if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str) or not isinstance(source, str):
-            raise NotebookError(f"{path.name} has a malformed cell (number {index + 1}). {advice}")
+            raise NotebookError(f"{name} has a malformed cell (number {index + 1}). {_ADVICE}")
         cell.setdefault("metadata", Node())
     return data
 
@@ -111,6 +125,63 @@ def split_hidden_tests(source: str) -> tuple[str, frozenset[int]]:
     return "\n".join(kept), frozenset(hidden)
 
 
+def _stored_names(node: ast.AST) -> set[str]:
+    """Names an expression or assignment target binds, outside nested scopes."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            continue
+        if isinstance(item, ast.Name) and isinstance(item.ctx, ast.Store):
+            found.add(item.id)
+        stack.extend(ast.iter_child_nodes(item))
+    return found
+
+
+def top_level_names(source: str) -> set[str]:
+    """The names a cell binds in the notebook's namespace: definitions, assignments, imports,
+    loop and ``with`` targets at top level (also inside top-level ``if``/``for``/``try`` blocks),
+    not inside functions or classes."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+            elif isinstance(node, (ast.For, ast.AsyncFor)):
+                names.update(_stored_names(node.target))
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    names.update(_stored_names(item))
+                visit(node.body)
+            elif isinstance(node, (ast.If, ast.While)):
+                names.update(_stored_names(node.test))
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    if handler.name:
+                        names.add(handler.name)
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+            else:
+                names.update(_stored_names(node))
+
+    visit(tree.body)
+    return names
+
+
 # --------------------------------------------------------------------------- grading plan
 
 
@@ -146,26 +217,57 @@ class SourceNotebook:
     cells: tuple[Any, ...]
     answer_ids: frozenset[str]
     test_ids: tuple[str, ...]
+    # Every name the solutions of the answer cells bind at top level: the only names a test
+    # cell reads from the student's process.
+    answer_names: frozenset[str] = frozenset()
+    # What students see for each test cell: the heading above it ("Exercise 4 — The chain rule").
+    titles: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> "SourceNotebook":
         notebook = read_notebook(path)
         code_cells = tuple(cell for cell in notebook.cells if cell.cell_type == "code")
-        answers = frozenset(
-            grade_id(cell) for cell in code_cells
-            if nbgrader_metadata(cell).get("solution") and grade_id(cell)
-        )
+        answer_cells = [cell for cell in code_cells if nbgrader_metadata(cell).get("solution") and grade_id(cell)]
         tests = tuple(
             grade_id(cell) for cell in code_cells
             if nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution")
         )
-        return cls(name=path.stem, cells=code_cells, answer_ids=answers, test_ids=tests)
+        names = frozenset().union(*(top_level_names(strip_solution_markers(cell.source)) for cell in answer_cells))
+        return cls(name=path.stem, cells=code_cells, answer_ids=frozenset(grade_id(cell) for cell in answer_cells),
+                   test_ids=tests, answer_names=names, titles=tuple(exercise_titles(notebook).items()))
+
+    def title(self, test_id: str) -> str:
+        return dict(self.titles).get(test_id, test_id)
 
     def points(self, test_id: str) -> float:
         for cell in self.cells:
             if grade_id(cell) == test_id:
                 return float(nbgrader_metadata(cell).get("points") or 0)
         raise KeyError(test_id)
+
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+_POINTS = re.compile(r"\s*\(\s*\d+(?:\.\d+)?\s+points?\s*\)\s*$", re.IGNORECASE)
+
+
+def exercise_titles(notebook: Node) -> dict[str, str]:
+    """Each test cell's title: the last heading above it, without "(N points)" and emphasis;
+    where several test cells share a heading, each gets its exercise's name after it."""
+    heading = ""
+    titles: dict[str, str] = {}
+    for cell in notebook.cells:
+        if cell.get("cell_type") == "markdown":
+            for line in cell.get("source", "").splitlines():
+                match = _HEADING.match(line)
+                if match:
+                    heading = _POINTS.sub("", match.group(1)).replace("**", "").replace("`", "").replace("$", "").strip()
+        elif nbgrader_metadata(cell).get("grade") and not nbgrader_metadata(cell).get("solution") and grade_id(cell):
+            titles[grade_id(cell)] = heading or grade_id(cell)
+    shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
+    for test_id, title in titles.items():
+        if title in shared and title != test_id:
+            titles[test_id] = f"{title}: {test_id.removeprefix('test_')}"
+    return titles
 
 
 def restore_instructor_cells(source: SourceNotebook, submission: Node) -> list[Step]:

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from autograder.course import Course
+from autograder.errors import AutograderError
 from autograder.notebook import read_notebook, strip_solution_markers
 
 
-class ReleaseError(Exception):
-    pass
+class ReleaseError(AutograderError):
+    """nbgrader could not release a problem set; the message carries its reason."""
 
 
 def generate_release(course: Course, ps: str, destination: Path, *, db_url: str | None = None) -> Path:
@@ -94,7 +95,9 @@ def generate_solution(course: Course, ps: str, destination: Path, *, execute: bo
 
 
 def release(course: Course, ps: str, *, execute_solution: bool = True) -> tuple[Path, Path]:
-    """Regenerate ``release/<ps>/`` and ``solutions/<ps>/`` in the course."""
+    """Regenerate ``release/<ps>/`` and ``solutions/<ps>/`` in the course (refused when a test
+    cell reads a name a student could rebind)."""
+    course.source(ps)
     student = generate_release(course, ps, course.root / "release")
     solution = generate_solution(course, ps, course.root / "solutions", execute=execute_solution)
     return student, solution

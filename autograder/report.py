@@ -22,6 +22,13 @@ class TestResult:
     status: str
     message: str = ""
     diagnosis: str | None = None  # the named mistake, when one explains the failure
+    hidden: bool = False  # the failure came from a hidden line of the test cell
+    title: str = ""  # what students see: the exercise's heading ("Exercise 4 — The chain rule")
+
+    @property
+    def name(self) -> str:
+        """The title when there is one, else the test cell's id."""
+        return self.title or self.id
     output: str = ""
     seconds: float = 0.0
     figures: list[dict[str, Any]] = field(default_factory=list)
@@ -51,6 +58,7 @@ class GradeReport:
     engine: str = ""
     protections: list[str] = field(default_factory=list)
     missing_protections: dict[str, str] = field(default_factory=dict)
+    submitted_at: str | None = None  # nbgrader's timestamp.txt of the hand-in, as written there
 
     @property
     def score(self) -> float:

@@ -15,22 +15,53 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from autograder import wire
+from autograder.checks import in_place_allowed
+from autograder.wire import messages
 from autograder.launcher import Launcher
+from autograder.settings import Limits, seconds
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Limits on one submission's worker."""
+# What the grader keeps of text that comes from the worker (it could be a hostile worker writing
+# to its socket directly, so the worker's own caps count for nothing here).
+MAX_ERROR_TYPE_CHARS = 100
+MAX_ERROR_MESSAGE_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 4_000
+MAX_OUTPUT_CHARS = 20_000
+# Arguments of one call from student code into a function the test passed in.
+MAX_CALLBACK_ARGUMENT_BYTES = 8 * 1024 * 1024
 
-    cell_timeout: float = 30.0
-    submission_timeout: float = 600.0
-    strict: bool = False  # refuse to grade when a protection is missing
+
+def bounded(value: Any, limit: int) -> str:
+    """``value`` as text of at most about ``limit`` characters (text from the worker)."""
+    text = value if isinstance(value, str) else ("" if value is None else str(value)[: limit + 1])
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit:,} more characters cut]"
 
 
-def seconds(value: float) -> str:
-    """``1 second``, ``2.5 seconds``."""
-    return f"{value:g} second" + ("" if value == 1 else "s")
+def _bounded_error(error: messages.ErrorInfo | None) -> messages.ErrorInfo:
+    """An error description from the worker, with every field of bounded size."""
+    if error is None:
+        return messages.ErrorInfo("Exception")
+    return messages.ErrorInfo(bounded(error.type or "Exception", MAX_ERROR_TYPE_CHARS),
+                              bounded(error.message, MAX_ERROR_MESSAGE_CHARS),
+                              bounded(error.traceback, MAX_TRACEBACK_CHARS), error.not_implemented)
+
+
+def _payload_bytes(value: Any) -> int:
+    """Roughly how many bytes of data ``value`` holds (arrays by their buffers)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (list, tuple)):
+        return sum(_payload_bytes(item) for item in value) + 8 * len(value)
+    if isinstance(value, dict):
+        return sum(_payload_bytes(key) + _payload_bytes(item) for key, item in value.items())
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    return 8
 
 
 class WorkerFailure(Exception):
@@ -55,15 +86,27 @@ def require_protections(missing: dict[str, str], strict: bool) -> None:
         )
 
 
+class InputModified(AssertionError):
+    """A student function changed an argument in place where the test did not allow it."""
+
+    def __init__(self, function: str, names: list[str]) -> None:
+        quoted = ", ".join(f"`{name}`" for name in names)
+        example = names[0] if not names[0].startswith("argument") else "x"
+        super().__init__(
+            f"{function} changed its argument{'s' if len(names) > 1 else ''} {quoted} in place; work on a copy "
+            f"(for example `{example} = np.array({example}, dtype=float)`) so that the caller's data stays as it was.")
+
+
 class StudentError(Exception):
     """A student function raised while a test called it."""
 
-    def __init__(self, function: str, payload: dict[str, Any]) -> None:
+    def __init__(self, function: str, payload: messages.ErrorInfo | None) -> None:
+        error = _bounded_error(payload)
         self.function = function
-        self.type = str(payload.get("type", "Exception"))
-        self.message = str(payload.get("message", ""))
-        self.student_traceback = str(payload.get("traceback", ""))
-        self.not_implemented = bool(payload.get("not_implemented"))
+        self.type = error.type
+        self.message = error.message
+        self.student_traceback = error.traceback
+        self.not_implemented = error.not_implemented
         super().__init__(f"{function} raised {self.type}: {self.message}")
 
 
@@ -72,7 +115,7 @@ class CellOutcome:
     """What happened when a cell ran in the worker."""
 
     ok: bool
-    error: dict[str, Any] | None = None
+    error: messages.ErrorInfo | None = None
     failure: str | None = None  # the worker died or hung
     stdout: str = ""
     stderr: str = ""
@@ -81,21 +124,22 @@ class CellOutcome:
 class WorkerProcess:
     """One confined worker, forked by the launcher's template, and the channel to it."""
 
-    def __init__(self, launcher: Launcher, scratch: Path, limits: Limits,
-                 serve: Callable[[dict[str, Any]], dict[str, Any]],
+    def __init__(self, launcher: Launcher, scratch_area: Path, name: str, limits: Limits,
+                 serve: Callable[[messages.Message], messages.Reply],
                  make_remote: Callable[[wire.Handle], Any], deadline: float) -> None:
-        scratch.mkdir(parents=True, exist_ok=True)
         self._launcher = launcher
-        self.pid, self._socket = launcher.spawn(scratch, cpu_seconds=int(limits.submission_timeout) + 5)
+        self.pid, self._socket = launcher.spawn(scratch_area, name, limits)
         self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote
-        hello = self.request({"op": "hello"}, max(deadline, time.monotonic() + 10)).get("value") or {}
+        # Asked before any student code runs in this worker, so the answer is the worker's own.
+        hello = self.request(messages.Hello(), max(deadline, time.monotonic() + 10)).value
+        hello = hello if isinstance(hello, dict) else {}
         self.protections: list[str] = [str(name) for name in hello.get("in_force", [])]
         missing = hello.get("missing")
         self.missing: dict[str, str] = {str(k): str(v) for k, v in missing.items()} if isinstance(missing, dict) else {}
 
-    def request(self, message: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def request(self, message: messages.Message, deadline: float) -> messages.Reply:
         try:
             return self.channel.request(message, deadline)
         except wire.DeadlineExceeded:
@@ -123,7 +167,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         try:
-            self.channel.request({"op": "shutdown"}, time.monotonic() + 2)
+            self.channel.request(messages.Shutdown(), time.monotonic() + 2)
         except Exception:  # noqa: BLE001 - it is being stopped either way
             self.kill()
             return
@@ -149,9 +193,12 @@ class StudentFunction:
 
 @dataclass
 class WorkerSession:
-    """Runs one submission's code in a worker, restarting it after a crash or a hang."""
+    """Runs one submission's code in a worker, restarting it after a crash or a hang.
 
-    scratch: Path
+    ``scratch_area`` is a directory of the grader's own (:func:`~autograder.launcher.scratch_area`);
+    every worker, the first and each replacement, gets a fresh scratch directory in it."""
+
+    scratch_area: Path
     launcher: Launcher
     limits: Limits = field(default_factory=Limits)
     # Filled in as the submission runs:
@@ -163,6 +210,7 @@ class WorkerSession:
     _failure: WorkerFailure | None = field(default=None, init=False, repr=False)
     _deadline: float = field(default=0.0, init=False, repr=False)
     _started: float = field(default_factory=time.monotonic, init=False, repr=False)
+    _workers_started: int = field(default=0, init=False, repr=False)
 
     # Cells ------------------------------------------------------------------------------
     def begin_cell(self) -> None:
@@ -178,35 +226,48 @@ class WorkerSession:
         self._ensure_worker()
 
     @property
+    def deadline(self) -> float:
+        """When the current cell's time is up (``time.monotonic()`` clock)."""
+        return self._deadline
+
+    def discard_worker(self) -> None:
+        """Kill the current worker; the next cell starts a fresh one and replays the cells."""
+        if self._worker is not None:
+            self._worker.kill()
+            self._worker = None
+
+    @property
     def out_of_time(self) -> bool:
         return time.monotonic() >= self._started + self.limits.submission_timeout
 
     def run_cell(self, source: str, label: str) -> CellOutcome:
         self.begin_cell()
         try:
-            reply = self._request({"op": "exec", "source": source, "label": label})
+            reply = self._request(messages.Exec(source, label))
         except WorkerFailure as failure:
             return CellOutcome(ok=False, failure=self._explain(failure, f"cell {label}"))
-        outcome = CellOutcome(ok=bool(reply.get("ok")), error=reply.get("error"),
-                              stdout=str(reply.get("stdout", "")), stderr=str(reply.get("stderr", "")))
+        outcome = CellOutcome(ok=reply.ok, error=None if reply.ok else _bounded_error(reply.error),
+                              stdout=bounded(reply.stdout, MAX_OUTPUT_CHARS),
+                              stderr=bounded(reply.stderr, MAX_OUTPUT_CHARS))
         if outcome.ok:
             self._replay.append((source, label))
         return outcome
 
     def describe(self, names: list[str]) -> dict[str, list[Any]]:
-        reply = self._request({"op": "describe", "names": names})
-        value = reply.get("value")
+        value = self._request(messages.Describe(names)).value
         return value if isinstance(value, dict) else {}
 
     def call(self, target: str | int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            reply = self._request({"op": "call", "target": target, "args": list(args), "kwargs": kwargs})
+            reply = self._request(messages.Call(target, list(args), dict(kwargs)))
         except wire.WireError as problem:
             raise TypeError(f"the test could not pass its arguments to {name}: {problem}") from None
         self._collect_output(reply)
-        if reply.get("ok"):
-            return reply.get("value")
-        raise StudentError(name, reply.get("error") or {})
+        if reply.ok:
+            if reply.modified and not in_place_allowed():
+                raise InputModified(name, [bounded(item, 40) for item in reply.modified[:5]])
+            return reply.value
+        raise StudentError(name, reply.error)
 
     @property
     def failure(self) -> WorkerFailure | None:
@@ -219,11 +280,12 @@ class WorkerSession:
             self._worker = None
 
     # Internals ----------------------------------------------------------------------------
-    def _collect_output(self, reply: dict[str, Any]) -> None:
-        for stream in ("stdout", "stderr"):
-            text = reply.get(stream)
-            if isinstance(text, str) and text:
-                self.output.append(text)
+    def _collect_output(self, reply: messages.Reply) -> None:
+        room = MAX_OUTPUT_CHARS - sum(len(text) for text in self.output)
+        for text in (reply.stdout, reply.stderr):
+            if text and room > 0:
+                self.output.append(text[:room])
+                room -= len(text)
 
     def _explain(self, failure: WorkerFailure, where: str) -> str:
         if isinstance(failure, WorkerTimedOut):
@@ -234,7 +296,7 @@ class WorkerSession:
                     "Look for a loop that never ends.")
         return f"{failure} (in {where})"
 
-    def _request(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _request(self, message: messages.Message) -> messages.Reply:
         if self._failure is not None:
             raise self._failure
         try:
@@ -247,7 +309,9 @@ class WorkerSession:
 
     def _ensure_worker(self) -> WorkerProcess:
         if self._worker is None:
-            worker = WorkerProcess(self.launcher, self.scratch, self.limits, self._serve_callback,
+            name = f"worker-{self._workers_started}"
+            self._workers_started += 1
+            worker = WorkerProcess(self.launcher, self.scratch_area, name, self.limits, self._serve_callback,
                                    self._remote_function, self._deadline)
             self._worker = worker
             self.protections, self.missing_protections = worker.protections, worker.missing
@@ -259,23 +323,24 @@ class WorkerSession:
                 raise
             # Rebuild the namespace: cells that ran cleanly run again, in order.
             for source, label in self._replay:
-                worker.request({"op": "exec", "source": source, "label": label}, self._deadline)
+                worker.request(messages.Exec(source, label), self._deadline)
         return self._worker
 
     def _remote_function(self, handle: wire.Handle) -> StudentFunction:
         return StudentFunction(self, handle.id, "the function your code returned")
 
-    def _serve_callback(self, message: dict[str, Any]) -> dict[str, Any]:
-        if message.get("op") != "callback" or self._worker is None:
-            return {"ok": False, "error": {"type": "ProtocolError", "message": "unexpected request"}}
-        handle = message.get("handle")
-        args, kwargs = message.get("args"), message.get("kwargs")
-        if type(handle) is not int or type(args) is not list or type(kwargs) is not dict:
-            return {"ok": False, "error": {"type": "TypeError", "message": "malformed call"}}
+    def _serve_callback(self, message: messages.Message) -> messages.Reply:
+        if not isinstance(message, messages.Callback) or self._worker is None:
+            return messages.Reply.failure("ProtocolError", "unexpected request")
+        size = _payload_bytes(message.args) + _payload_bytes(message.kwargs)
+        if size > MAX_CALLBACK_ARGUMENT_BYTES:
+            return messages.Reply.failure("ValueError", (
+                f"the function the test passed in was called with {size / 2**20:.0f} MiB of arguments; "
+                f"it accepts at most {MAX_CALLBACK_ARGUMENT_BYTES // 2**20} MiB"))
         try:
-            function = self._worker.channel.local_callable(handle)
-            value = function(*args, **{str(key): item for key, item in kwargs.items()})
+            function = self._worker.channel.local_callable(message.handle)
+            value = function(*message.args, **message.kwargs)
             wire.encode(value, self._worker.channel.register_callable)
-            return {"ok": True, "value": value}
+            return messages.Reply(ok=True, value=value)
         except Exception as error:  # noqa: BLE001 - the student's call of the test's function failed
-            return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)[:500]}}
+            return messages.Reply.failure(type(error).__name__, str(error)[:500])

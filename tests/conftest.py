@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from autograder.catalogue import solution_answers, with_answers
 from autograder.course import Course
 from autograder.notebook import SourceNotebook
-from autograder.session import Limits
+from autograder.settings import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ import autograder.distributed
 from autograder.batch import find_submissions
 from autograder.distributed import ClusterError, grade_batch_on_cluster, worker_facts
 from autograder.notebook import read_notebook
-from autograder.session import Limits
+from autograder.settings import Limits
 
 from conftest import ROOT, leaked_worker_processes
 
@@ -393,7 +393,7 @@ sys.modules["dask"] = sys.modules["distributed"] = None  # as if they were not i
 import autograder.cli  # imports nothing of Dask
 from autograder.batch import find_submissions
 from autograder.distributed import ClusterError, grade_batch_on_cluster
-from autograder.session import Limits
+from autograder.settings import Limits
 try:
     grade_batch_on_cluster("tcp://127.0.0.1:8786", Path({str(ROOT / "source" / PS / f"{PS}.ipynb")!r}),
                            find_submissions(Path({str(submitted)!r}), {PS!r}), Path({str(tmp_path / "r")!r}),

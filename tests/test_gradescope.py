@@ -124,7 +124,7 @@ def test_the_gradescope_zip_grades_a_submission_in_an_autograder_layout(tmp_path
         elif name == "mistake":
             assert 0 < results["score"] < total
         else:
-            assert results["score"] == 0 and "There is no file" in results["output"]
+            assert results["score"] == 0 and "No notebook was submitted" in results["output"]
     assert subprocess.run(["bash", "-n", str(tmp_path / "solution" / "autograder" / "source" / "setup.sh")]).returncode == 0
 
 

@@ -144,3 +144,41 @@ def test_student_code_can_import_the_standard_library_and_numpy_random(tiny):
     report = grade(tiny, "stdlib", {"double": answer})
     assert not report.cell_problems, report.cell_problems
     assert report.score == 3
+
+
+def test_a_function_that_changes_its_argument_in_place_fails_with_a_sentence(tiny, tmp_path):
+    """Arguments are copied into the worker, so the grader cannot see a change in place by itself;
+    the worker reports it, and the test fails unless it allows changes."""
+    in_place = "import numpy as np\ndef double(x):\n    if isinstance(x, np.ndarray):\n        x *= 2\n        return x\n    return 2 * x\n"
+    report = grade_notebook(tiny.source, tiny.submission("in-place", {"double": in_place}), limits=tiny.limits)
+    test = report.tests[0]
+    assert test.status == FAILED and test.points == 0
+    assert "double changed its argument `x` in place; work on a copy" in test.message
+    honest = grade_notebook(tiny.source, tiny.submission("copy", {
+        "double": "import numpy as np\ndef double(x):\n    x = np.array(x, dtype=float)\n    x *= 2\n    return x\n"}),
+        limits=tiny.limits)
+    assert honest.tests[0].status == PASSED
+
+
+def test_a_test_may_allow_changes_in_place(tiny):
+    import nbformat
+
+    from autograder.notebook import SourceNotebook
+
+    tiny.notebook.cells.append(nbformat.v4.new_code_cell(
+        "values = [3.0, 1.0]\nwith allow_in_place():\n    grow(values)\n"
+        "check_close(grow([1.0]), [1.0, 0.0], what='grow([1.0])')\n"
+        "### BEGIN HIDDEN TESTS\nassert grow([2.0]) == [2.0, 0.0]\n### END HIDDEN TESTS",
+        metadata={"nbgrader": {"grade": True, "grade_id": "test_grow", "locked": True, "points": 1,
+                               "solution": False, "schema_version": 3, "task": False}}))
+    tiny.notebook.cells.insert(-1, nbformat.v4.new_code_cell(
+        "def grow(values):\n    ### BEGIN SOLUTION\n    values.append(0.0)\n    return values\n    ### END SOLUTION",
+        metadata={"nbgrader": {"grade": False, "grade_id": "grow", "locked": False, "solution": True,
+                               "schema_version": 3, "task": False}}))
+    tiny.notebook.cells[1].source += ", allow_in_place"
+    nbformat.write(tiny.notebook, tiny.path)
+    source = SourceNotebook.load(tiny.path)
+    report = grade_notebook(source, tiny.submission("grow"), limits=tiny.limits)
+    test = {test.id: test for test in report.tests}["test_grow"]
+    # Allowed inside the block; outside it, appending to the list the test passed is a change.
+    assert test.status == FAILED and "grow changed its argument `values` in place" in test.message

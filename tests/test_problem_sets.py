@@ -13,7 +13,7 @@ from autograder.course import Course
 from autograder.grading import grade_notebook
 from autograder.notebook import SourceNotebook, read_notebook
 from autograder.report import PASSED
-from autograder.session import Limits
+from autograder.settings import Limits
 
 from conftest import ROOT
 

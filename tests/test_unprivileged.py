@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 
 NOBODY = 65534
-RUNTIME = ["numpy", "ipython", "nbformat", "matplotlib", "traitlets", "pytest"]
+RUNTIME = ["numpy", "ipython", "nbformat", "matplotlib", "traitlets", "pytest", "rich"]
 
 
 def _system_python() -> str | None:

@@ -108,3 +108,42 @@ def test_callables_become_handles_only_when_registered():
     encoded = wire.encode([len], lambda function: table.append(function) or len(table))
     assert wire.decode(encoded) == [wire.Handle(1)]
     assert table == [len]
+
+
+# ------------------------------------------------------------------------------- messages
+
+
+def test_every_message_crosses_the_wire_and_comes_back_the_same():
+    from autograder.wire import messages
+
+    samples = [
+        messages.Hello(), messages.Exec("x = 1", "cell"), messages.Describe(["f", "g"]),
+        messages.Call("f", [1, np.arange(3.0)], {"h": 0.1}), messages.Call(3, [], {}), messages.Shutdown(),
+        messages.Callback(2, [1.5], {}), messages.Reply(ok=True, value={"a": [1, 2]}, stdout="hi", modified=["x"]),
+        messages.Reply.failure("ValueError", "no", traceback="  in cell f", not_implemented=True),
+        messages.Spawn(messages.WorkerSettings("/tmp/area", "worker-0", ["/usr"], cpu_seconds=5)),
+        messages.Status(12), messages.StopWorkers(), messages.TemplateReply(pid=7), messages.TemplateReply(exit=-9),
+    ]
+    assert set(messages.MESSAGES) >= {sample.op for sample in samples}
+    for sample in samples:
+        back = messages.parse(wire.decode(wire.encode(sample.to_wire())))
+        assert type(back) is type(sample)
+        assert repr(back) == repr(sample)
+
+
+@pytest.mark.parametrize("data, problem", [
+    ({"op": "exec", "source": 3, "label": "x"}, "holds int where str belongs"),
+    ({"op": "exec", "source": "x"}, "lacks a field"),
+    ({"op": "call", "target": 1.5, "args": [], "kwargs": {}}, "none of"),
+    ({"op": "reply", "ok": "yes"}, "holds str where bool belongs"),
+    ({"op": "reply", "ok": False, "error": {"type": 1}}, "holds int where str belongs"),
+    ({"op": "describe", "names": ["a", 2]}, "holds int where str belongs"),
+    ({"op": "spawn", "settings": {"scratch_parent": "/tmp", "scratch_name": "w", "cpu_seconds": "1"}}, "holds str"),
+    ({"op": "rm -rf"}, "unknown message"),
+    (["op", "exec"], "not a dict"),
+])
+def test_a_malformed_message_is_a_wire_error_with_a_sentence(data, problem):
+    from autograder.wire import messages
+
+    with pytest.raises(wire.WireError, match=problem):
+        messages.parse(data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import inspect
 import io
 import linecache
 import os
@@ -27,9 +28,12 @@ import traceback
 import types
 from typing import Any, Callable
 
-from autograder import wire
+import numpy as np
 
-MAX_CAPTURED_CHARS = 200_000
+from autograder import wire
+from autograder.wire import messages
+
+MAX_CAPTURED_CHARS = 20_000
 _CELL_PREFIX = "<cell "
 
 # Line magics that only affect display or timing: the grader runs them as no-ops (or, for
@@ -129,17 +133,13 @@ def _student_traceback(error: BaseException) -> str:
     return "\n".join(lines)
 
 
-def _error_payload(error: BaseException) -> dict[str, Any]:
+def _error_payload(error: BaseException) -> messages.ErrorInfo:
     try:
         message = str(error)
     except Exception:  # noqa: BLE001 - a student exception whose __str__ fails
         message = ""
-    return {
-        "type": type(error).__name__,
-        "message": message[:2000],
-        "traceback": _student_traceback(error),
-        "not_implemented": isinstance(error, NotImplementedError),
-    }
+    return messages.ErrorInfo(type(error).__name__, message[:2000], _student_traceback(error),
+                              isinstance(error, NotImplementedError))
 
 
 class InstructorFunction:
@@ -175,38 +175,34 @@ class Runtime:
         self._transformer: Any = None
 
     # Requests -------------------------------------------------------------------------
-    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        op = message["op"]
-        if op == "exec":
-            return self._captured(lambda: self._exec(str(message["source"]), str(message["label"])))
-        if op == "call":
-            return self._captured(lambda: self._call(message["target"], message["args"], message["kwargs"]))
-        if op == "describe":
-            return {"ok": True, "value": {name: self._describe(name) for name in message["names"]}}
-        if op == "hello":
-            return {"ok": True, "value": {**self.protections, "uid": os.getuid()}}
-        if op == "shutdown":
-            return {"ok": True, "value": None}
-        return {"ok": False, "error": {"type": "ProtocolError", "message": f"unknown op {op!r}",
-                                       "traceback": "", "not_implemented": False}}
+    def handle(self, message: messages.Message) -> messages.Reply:
+        if isinstance(message, messages.Exec):
+            return self._captured(lambda: self._exec(message.source, message.label))
+        if isinstance(message, messages.Call):
+            return self._captured(lambda: self._call(message.target, message.args, message.kwargs))
+        if isinstance(message, messages.Describe):
+            return messages.Reply(ok=True, value={name: self._describe(name) for name in message.names})
+        if isinstance(message, messages.Hello):
+            return messages.Reply(ok=True, value={**self.protections, "uid": os.getuid()})
+        if isinstance(message, messages.Shutdown):
+            return messages.Reply(ok=True)
+        return messages.Reply.failure("ProtocolError", f"unexpected request {message.op!r}")
 
-    def _captured(self, action: Callable[[], Any]) -> dict[str, Any]:
+    def _captured(self, action: Callable[[], Any]) -> messages.Reply:
         stdout, stderr = _CappedText(), _CappedText()
-        reply: dict[str, Any]
+        self._modified: list[str] = []
+        value, error = None, None
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                value = action()
-                reply = {"ok": True, "value": self._sendable(value)}
+                value = self._sendable(action())
             except _Unsendable as problem:
-                reply = {"ok": False, "error": {"type": "UnsendableResult", "message": str(problem),
-                                                "traceback": "", "not_implemented": False}}
-            except BaseException as error:  # noqa: BLE001 - report every student failure
-                if isinstance(error, SystemExit):
-                    error = RuntimeError(f"the code called exit({error.code!r})")
-                reply = {"ok": False, "error": _error_payload(error)}
-        reply["stdout"] = stdout.getvalue()
-        reply["stderr"] = stderr.getvalue()
-        return reply
+                error = messages.ErrorInfo("UnsendableResult", str(problem))
+            except BaseException as failure:  # noqa: BLE001 - report every student failure
+                if isinstance(failure, SystemExit):
+                    failure = RuntimeError(f"the code called exit({failure.code!r})")
+                error = _error_payload(failure)
+        return messages.Reply(ok=error is None, value=value, error=error, stdout=stdout.getvalue(),
+                              stderr=stderr.getvalue(), modified=self._modified)
 
     def _sendable(self, value: Any) -> Any:
         try:
@@ -238,7 +234,13 @@ class Runtime:
         return value
 
     def _call(self, target: Any, args: Any, kwargs: Any) -> Any:
-        return self._lookup(target)(*args, **kwargs)
+        function = self._lookup(target)
+        before = {key: _fingerprint(value) for key, value in _arguments(args, kwargs)}
+        value = function(*args, **kwargs)
+        changed = [key for key, argument in _arguments(args, kwargs) if _fingerprint(argument) != before[key]]
+        if changed:
+            self._modified = _parameter_names(function, changed, len(args))
+        return value
 
     def _describe(self, name: str) -> list[Any]:
         if name not in self.namespace:
@@ -257,22 +259,45 @@ class Runtime:
     # Callbacks --------------------------------------------------------------------------
     def callback(self, handle: wire.Handle, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            reply = self.channel.request(
-                {"op": "callback", "handle": handle.id, "args": list(args), "kwargs": kwargs}
-            )
+            reply = self.channel.request(messages.Callback(handle.id, list(args), dict(kwargs)))
         except wire.WireError as problem:
             raise TypeError(
                 f"The function the test passed in takes numbers or arrays; {problem}."
             ) from None
-        if reply.get("ok"):
-            return reply.get("value")
-        error = reply.get("error") or {}
-        error_type = _ERROR_TYPES.get(str(error.get("type")), RuntimeError)
-        raise error_type(str(error.get("message", "the test's function failed")))
+        if reply.ok:
+            return reply.value
+        error = reply.error or messages.ErrorInfo("RuntimeError", "the test's function failed")
+        raise _ERROR_TYPES.get(error.type, RuntimeError)(error.message)
 
 
 class _Unsendable(Exception):
     pass
+
+
+def _arguments(args: Any, kwargs: Any) -> list[tuple[Any, Any]]:
+    return [*enumerate(args), *kwargs.items()]
+
+
+def _fingerprint(value: Any) -> Any:
+    """What a caller could see of an argument: its data, not its identity."""
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tobytes())
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_fingerprint(item) for item in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((repr(key), _fingerprint(item)) for key, item in value.items()))
+    return repr(value) if isinstance(value, (int, float, complex, str, bytes, bool, type(None))) else None
+
+
+def _parameter_names(function: Callable[..., Any], changed: list[Any], positional: int) -> list[str]:
+    """The names of the parameters that received the changed arguments (positions as numbers
+    when the signature cannot be read)."""
+    try:
+        names = [parameter.name for parameter in inspect.signature(function).parameters.values()]
+    except (TypeError, ValueError):
+        names = []
+    return [str(key) if isinstance(key, str) else (names[key] if key < len(names) else f"argument {key + 1}")
+            for key in changed]
 
 
 def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
@@ -283,16 +308,14 @@ def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
     channel.serve = runtime.handle
     while True:
         try:
-            message = channel.receive()
+            message, message_id = channel.receive()
         except wire.PeerGone:
             return
         reply = runtime.handle(message)
         try:
-            channel.send({**reply, "op": "reply", "id": message.get("id")})
+            channel.send(reply, message_id)
         except wire.WireError as problem:
-            channel.send({"op": "reply", "id": message.get("id"), "ok": False,
-                          "error": {"type": "UnsendableResult", "message": str(problem),
-                                    "traceback": "", "not_implemented": False}})
-        if message["op"] == "shutdown":
+            channel.send(messages.Reply.failure("UnsendableResult", str(problem)), message_id)
+        if isinstance(message, messages.Shutdown):
             sys.stdout.flush()
             return

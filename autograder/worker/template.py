@@ -16,9 +16,9 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 
 from autograder import wire
+from autograder.wire import messages
 from autograder.worker import confine
 
 _MAX_CONTROL_MESSAGE = 1 << 16
@@ -38,30 +38,32 @@ def _warm_up() -> None:
     TransformerManager().transform_cell("x = 1\n")
 
 
-def _run_child(connection: int, settings: dict[str, Any]) -> None:
+def _run_child(connection: int, settings: messages.WorkerSettings) -> None:
     """In the forked child: supervise one confined worker serving ``connection``.
 
-    This process enters new namespaces and forks the worker, which becomes pid 1 of its PID
-    namespace; it then only waits.  SIGTERM (from the grader) makes it kill the worker, which
-    makes the kernel kill everything the worker started.  It leaves with the worker's status.
+    This process enters new namespaces, makes the worker's scratch directory (a fresh tmpfs in
+    its private mount namespace, where the kernel allows) and forks the worker, which becomes
+    pid 1 of its PID namespace; it then only waits.  It never opens, changes or removes anything
+    inside the scratch directory: that is the worker's.  SIGTERM (from the grader) makes it kill
+    the worker, which makes the kernel kill everything the worker started.  It leaves with the
+    worker's status.
     """
     os.setsid()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    scratch = str(settings["scratch"])
-    os.chdir(scratch)
-    log = os.open(os.path.join(scratch, "worker-output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.environ.update({key: str(value) for key, value in settings.get("environment", {}).items()})
     namespaces = confine.enter_namespaces()
-    # A uid of the worker's own (when running as root), unique among live workers.
-    uid = 100_000 + os.getpid() % 50_000
+    # As root, a uid of the worker's own, unique among live workers (pids are).
+    uid = confine.WORKER_UID_BASE + os.getpid() if os.geteuid() == 0 else None
+    parent, name = settings.scratch_parent, settings.scratch_name
+    scratch_fd = confine.make_scratch(parent, name, uid, namespaces)
+    os.fchdir(scratch_fd)
+    scratch = os.path.join(parent, name)
+    os.environ.update(HOME=scratch, TMPDIR=scratch, MPLCONFIGDIR=scratch)
     worker = os.fork()
     if worker == 0:
-        _become_worker(connection, settings, namespaces, uid)
+        _become_worker(connection, settings, namespaces, uid, scratch_fd)
         return
     os.close(connection)
+    os.close(scratch_fd)
 
     def stop(*_: object) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -80,21 +82,20 @@ def _run_child(connection: int, settings: dict[str, Any]) -> None:
     os._exit(os.waitstatus_to_exitcode(status))
 
 
-def _become_worker(connection: int, settings: dict[str, Any], namespaces: confine.Applied, uid: int) -> None:
+def _become_worker(connection: int, settings: messages.WorkerSettings, namespaces: confine.Applied,
+                   uid: int | None, scratch_fd: int) -> None:
     from autograder.worker.runtime import serve_forever
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    applied = confine.confine(confine.Confinement(
-        scratch=str(settings["scratch"]),
-        readable=[str(path) for path in settings.get("readable", [])],
-        cpu_seconds=int(settings.get("cpu_seconds", 600)),
-        memory_bytes=int(settings.get("memory_bytes", 4 * 1024**3)),
-        max_processes=int(settings.get("max_processes", 64)),
-        max_open_files=int(settings.get("max_open_files", 256)),
-        max_file_bytes=int(settings.get("max_file_bytes", 64 * 1024**2)),
-        uid=uid,
-    ), namespaces)
+    applied = confine.confine(settings, scratch_fd=scratch_fd, uid=uid, applied=namespaces)
+    os.close(scratch_fd)
+    # What student code writes to its descriptors 1 and 2 goes nowhere: printed output reaches
+    # the grader through the channel, capped; the template's log stays the template's.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
     serve_forever(connection, protections={"in_force": applied.in_force, "missing": applied.missing})
 
 
@@ -117,8 +118,8 @@ class _Template:
             if len(self.exits) > _MAX_REMEMBERED_EXITS:
                 self.exits.pop(next(iter(self.exits)))
 
-    def answer(self, message: dict[str, Any]) -> None:
-        self.control.send(wire.encode(message))
+    def answer(self, reply: messages.TemplateReply) -> None:
+        self.control.send(wire.encode(reply.to_wire()))
 
     def serve(self) -> None:
         while True:
@@ -131,20 +132,23 @@ class _Template:
                 self.shutdown()
                 return
             self.reap()
-            request = wire.decode(data)
-            op = request.get("op") if isinstance(request, dict) else None
-            if op == "spawn" and len(fds) == 1:
-                self.answer({"pid": self.spawn(fds[0], request.get("settings") or {})})
-            elif op == "shutdown":
+            try:
+                request = messages.parse(wire.decode(data))
+            except wire.WireError as problem:
+                request = None
+                refusal = str(problem)
+            if isinstance(request, messages.Spawn) and len(fds) == 1:
+                self.answer(messages.TemplateReply(pid=self.spawn(fds[0], request.settings)))
+            elif isinstance(request, messages.StopWorkers):
                 self.shutdown()
-                self.answer({"stopped": True})
+                self.answer(messages.TemplateReply(stopped=True))
                 return
-            elif op == "status":
-                self.answer({"exit": self.exits.get(request.get("pid"))})
+            elif isinstance(request, messages.Status):
+                self.answer(messages.TemplateReply(exit=self.exits.get(request.pid)))
             else:
                 for fd in fds:
                     os.close(fd)
-                self.answer({"error": f"unknown request {op!r}"})
+                self.answer(messages.TemplateReply(refused=refusal if request is None else f"unexpected {request.op}"))
 
     def shutdown(self) -> None:
         """Stop every worker still running and reap them all."""
@@ -162,7 +166,7 @@ class _Template:
             while True:
                 os.waitpid(-1, 0)
 
-    def spawn(self, connection: int, settings: dict[str, Any]) -> int:
+    def spawn(self, connection: int, settings: messages.WorkerSettings) -> int:
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -187,7 +191,7 @@ def main(control_fd: int) -> None:
     ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _warm_up()
     template = _Template(socket.socket(fileno=control_fd))
-    template.answer({"ready": True})
+    template.answer(messages.TemplateReply(ready=True))
     template.serve()
 
 

@@ -1,14 +1,10 @@
-"""The wire between the trusted grader and the untrusted worker.
+"""The codec for *plain data*, the only kind of value that crosses between grader and worker.
 
-This module is the only code the two sides share.  It defines
-
-* a codec for *plain data*: None, bools, ints, floats, complex numbers, strings, bytes,
-  NumPy arrays and scalars of numeric, bool or string dtype, and lists, tuples and dicts of
-  these.  Nothing else can be encoded, and decoding never builds anything else: no pickle,
-  no object arrays, no user classes, so bytes from a hostile worker can only ever become data;
-* :class:`Handle`, a reference to a callable that stays on the side that owns it;
-* :class:`Channel`, framed request/response messages over a socket, re-entrant so that a
-  call may trigger callbacks in the other direction before it returns.
+None, bools, ints, floats, complex numbers, strings, bytes, NumPy arrays and scalars of
+numeric, bool or string dtype, and lists, tuples and dicts of these.  Nothing else can be
+encoded, and decoding never builds anything else: no pickle, no object arrays, no user
+classes, so bytes from a hostile worker can only ever become data.  :class:`Handle` is a
+reference to a callable that stays on the side that owns it.
 
 Every size is capped; a violation raises :class:`WireError` with a sentence that says what
 was wrong.
@@ -17,16 +13,15 @@ was wrong.
 from __future__ import annotations
 
 import math
-import select
-import socket
 import struct
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# One message either way: enough for any array a problem set asks for (a 2,000 x 2,000 matrix
+# of floats), small enough that the trusted side's memory stays bounded whatever arrives.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 MAX_DEPTH = 32
 MAX_ITEMS = 1_000_000
 MAX_INT_DIGITS = 4000
@@ -269,89 +264,3 @@ def decode(data: bytes, make_remote: Callable[[Handle], Any] | None = None) -> A
     return value
 
 
-# ------------------------------------------------------------------------------ channel
-
-
-class Channel:
-    """Request/response messages over a connected stream socket.
-
-    A message is a dict with an ``op``.  :meth:`request` sends one and waits for the reply
-    with the same ``id``; while waiting it serves requests from the peer with ``serve``
-    (a callback from the peer during a call), so calls may nest in both directions.
-    Callables inside arguments or results travel as handles; the owner keeps them in a
-    table for the lifetime of the channel.
-    """
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._next_id = 1
-        self._callables: dict[int, Callable[..., Any]] = {}
-        self._callable_ids: dict[int, int] = {}
-        self.make_remote: Callable[[Handle], Any] | None = None
-        self.serve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-
-    # Handles ------------------------------------------------------------------------
-    def register_callable(self, function: Callable[..., Any]) -> int:
-        key = id(function)
-        if key in self._callable_ids:
-            return self._callable_ids[key]
-        handle_id = len(self._callables) + 1
-        self._callables[handle_id] = function
-        self._callable_ids[key] = handle_id
-        return handle_id
-
-    def local_callable(self, handle_id: int) -> Callable[..., Any]:
-        try:
-            return self._callables[handle_id]
-        except KeyError:
-            raise WireError(f"no function with handle {handle_id}") from None
-
-    # Framing ------------------------------------------------------------------------
-    def send(self, message: dict[str, Any]) -> None:
-        payload = encode(message, self.register_callable)
-        self._sock.sendall(_U64.pack(len(payload)) + payload)
-
-    def _recv_exact(self, n: int, deadline: float | None) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < n:
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded("no answer before the deadline")
-                ready, _, _ = select.select([self._sock], [], [], remaining)
-                if not ready:
-                    raise DeadlineExceeded("no answer before the deadline")
-            try:
-                chunk = self._sock.recv(min(n - len(chunks), 1 << 20))
-            except (ConnectionError, OSError) as error:
-                raise PeerGone(str(error)) from None
-            if not chunk:
-                raise PeerGone("the connection was closed")
-            chunks += chunk
-        return bytes(chunks)
-
-    def receive(self, deadline: float | None = None) -> dict[str, Any]:
-        (length,) = _U64.unpack(self._recv_exact(_U64.size, deadline))
-        if length > MAX_MESSAGE_BYTES + 4096:
-            raise WireError("a message is larger than the limit")
-        message = decode(self._recv_exact(length, deadline), self.make_remote)
-        if type(message) is not dict or type(message.get("op")) is not str:
-            raise WireError("a message is not a request or a reply")
-        return message
-
-    # Calls --------------------------------------------------------------------------
-    def request(self, message: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
-        """Send ``message`` and return the peer's reply, serving nested requests meanwhile."""
-        request_id = self._next_id
-        self._next_id += 1
-        self.send({**message, "id": request_id})
-        while True:
-            incoming = self.receive(deadline)
-            if incoming["op"] == "reply":
-                if incoming.get("id") != request_id:
-                    raise WireError("a reply does not match the request")
-                return incoming
-            if self.serve is None:
-                raise WireError(f"unexpected request {incoming['op']!r}")
-            reply = self.serve(incoming)
-            self.send({**reply, "op": "reply", "id": incoming.get("id")})

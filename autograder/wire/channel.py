@@ -1,0 +1,101 @@
+"""Framed, typed request/response over a connected stream socket, in both directions.
+
+:meth:`Channel.request` sends a :class:`~autograder.wire.messages.Message` and waits for the
+:class:`~autograder.wire.messages.Reply` with the same id; while it waits it serves requests
+from the peer with :attr:`Channel.serve` (a callback during a call), so calls may nest in both
+directions.  Callables inside arguments or results travel as handles; the owner keeps them in
+a table for the lifetime of the channel.  Every received message is parsed and checked
+(:func:`~autograder.wire.messages.parse`) before anyone acts on it.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from typing import Any, Callable
+
+from autograder.wire.codec import MAX_MESSAGE_BYTES, DeadlineExceeded, Handle, PeerGone, WireError, decode, encode
+from autograder.wire.messages import Message, Reply, parse
+
+_LENGTH = struct.Struct("<Q")
+
+
+class Channel:
+    """One end of the connection between the grader and a worker."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._next_id = 1
+        self._callables: dict[int, Callable[..., Any]] = {}
+        self._callable_ids: dict[int, int] = {}
+        self.make_remote: Callable[[Handle], Any] | None = None
+        self.serve: Callable[[Message], Reply] | None = None
+
+    # Handles ------------------------------------------------------------------------
+    def register_callable(self, function: Callable[..., Any]) -> int:
+        key = id(function)
+        if key in self._callable_ids:
+            return self._callable_ids[key]
+        handle_id = len(self._callables) + 1
+        self._callables[handle_id] = function
+        self._callable_ids[key] = handle_id
+        return handle_id
+
+    def local_callable(self, handle_id: int) -> Callable[..., Any]:
+        try:
+            return self._callables[handle_id]
+        except KeyError:
+            raise WireError(f"no function with handle {handle_id}") from None
+
+    # Framing ------------------------------------------------------------------------
+    def send(self, message: Message, message_id: int) -> None:
+        payload = encode({**message.to_wire(), "id": message_id}, self.register_callable)
+        self._sock.sendall(_LENGTH.pack(len(payload)) + payload)
+
+    def _recv_exact(self, n: int, deadline: float | None) -> bytes:
+        chunks = bytearray()
+        while len(chunks) < n:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded("no answer before the deadline")
+                ready, _, _ = select.select([self._sock], [], [], remaining)
+                if not ready:
+                    raise DeadlineExceeded("no answer before the deadline")
+            try:
+                chunk = self._sock.recv(min(n - len(chunks), 1 << 20))
+            except (ConnectionError, OSError) as error:
+                raise PeerGone(str(error)) from None
+            if not chunk:
+                raise PeerGone("the connection was closed")
+            chunks += chunk
+        return bytes(chunks)
+
+    def receive(self, deadline: float | None = None) -> tuple[Message, int]:
+        """The next message from the peer, checked, and its id."""
+        (length,) = _LENGTH.unpack(self._recv_exact(_LENGTH.size, deadline))
+        if length > MAX_MESSAGE_BYTES + 4096:
+            raise WireError("a message is larger than the limit")
+        data = decode(self._recv_exact(length, deadline), self.make_remote)
+        message_id = data.get("id") if type(data) is dict else None
+        if type(message_id) is not int:
+            raise WireError("a message has no id")
+        return parse(data), message_id
+
+    # Calls --------------------------------------------------------------------------
+    def request(self, message: Message, deadline: float | None = None) -> Reply:
+        """Send ``message`` and return the peer's reply, serving nested requests meanwhile."""
+        request_id = self._next_id
+        self._next_id += 1
+        self.send(message, request_id)
+        while True:
+            incoming, incoming_id = self.receive(deadline)
+            if isinstance(incoming, Reply):
+                if incoming_id != request_id:
+                    raise WireError("a reply does not match the request")
+                return incoming
+            if self.serve is None:
+                raise WireError(f"unexpected request {incoming.op!r}")
+            self.send(self.serve(incoming), incoming_id)

@@ -1,0 +1,242 @@
+"""Every message the grader, the worker template and the worker send each other.
+
+One dataclass per kind of message, defined here once and used by both sides.  A message
+crosses the wire as a dict of plain data with an ``op`` naming its kind; :func:`parse` turns
+such a dict back into the dataclass and checks every field's type on the way, so a malformed
+message from a hostile worker is a :class:`~autograder.wire.codec.WireError`, never a
+``KeyError`` or a wrong type deep inside the receiver.
+
+========================  =======================  ==============================================
+message                   from -> to               meaning
+========================  =======================  ==============================================
+:class:`Hello`            grader -> worker         say which protections are in force
+:class:`Exec`             grader -> worker         run one cell's source
+:class:`Describe`         grader -> worker         what are these names: function, data, missing?
+:class:`Call`             grader -> worker         call a student function
+:class:`Shutdown`         grader -> worker         stop
+:class:`Callback`         worker -> grader         call a function the test passed in (during a Call)
+:class:`Reply`            either way               the answer to one request, matched by ``id``
+:class:`Spawn`            grader -> template       fork a confined worker for this socket
+:class:`Status`           grader -> template       how did this worker end?
+:class:`StopWorkers`      grader -> template       stop every worker and leave
+:class:`TemplateReply`    template -> grader       the answer to one control request
+========================  =======================  ==============================================
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Union
+
+from autograder.wire.codec import WireError
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message: its fields, and the ``op`` that names its kind on the wire."""
+
+    op: ClassVar[str] = ""
+
+    def to_wire(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"op": self.op}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            data[item.name] = value.to_wire() if isinstance(value, Message) else value
+        return data
+
+
+# --------------------------------------------------------------------- grader <-> worker
+
+
+@dataclass(frozen=True)
+class ErrorInfo(Message):
+    """An exception, described for the other side (the student's, or the test function's)."""
+
+    op: ClassVar[str] = "error"
+    type: str
+    message: str = ""
+    traceback: str = ""
+    not_implemented: bool = False
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    op: ClassVar[str] = "hello"
+
+
+@dataclass(frozen=True)
+class Exec(Message):
+    op: ClassVar[str] = "exec"
+    source: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Describe(Message):
+    op: ClassVar[str] = "describe"
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class Call(Message):
+    op: ClassVar[str] = "call"
+    target: Union[str, int]  # a name in the student's namespace, or a handle it returned
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Shutdown(Message):
+    op: ClassVar[str] = "shutdown"
+
+
+@dataclass(frozen=True)
+class Callback(Message):
+    op: ClassVar[str] = "callback"
+    handle: int
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reply(Message):
+    """The answer to one request.  ``value`` is the result when ``ok``; ``error`` says what
+    went wrong otherwise.  ``stdout``/``stderr`` are what the code printed meanwhile, and
+    ``modified`` names the arguments a call changed in place."""
+
+    op: ClassVar[str] = "reply"
+    ok: bool
+    value: Any = None
+    error: Union[ErrorInfo, None] = None
+    stdout: str = ""
+    stderr: str = ""
+    modified: list[str] = field(default_factory=list)
+
+    @classmethod
+    def failure(cls, kind: str, message: str, **extra: Any) -> "Reply":
+        return cls(ok=False, error=ErrorInfo(kind, message, **extra))
+
+
+# ------------------------------------------------------------------- grader <-> template
+
+
+@dataclass(frozen=True)
+class WorkerSettings(Message):
+    """What a worker is confined to (the defaults are the engine's)."""
+
+    op: ClassVar[str] = "settings"
+    scratch_parent: str
+    scratch_name: str
+    readable: list[str] = field(default_factory=list)
+    cpu_seconds: int = 600
+    memory_bytes: int = 4 * 1024**3
+    max_processes: int = 64
+    max_open_files: int = 256
+    max_file_bytes: int = 64 * 1024**2
+
+
+@dataclass(frozen=True)
+class Spawn(Message):
+    op: ClassVar[str] = "spawn"
+    settings: WorkerSettings
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    op: ClassVar[str] = "status"
+    pid: int
+
+
+@dataclass(frozen=True)
+class StopWorkers(Message):
+    op: ClassVar[str] = "stop"
+
+
+@dataclass(frozen=True)
+class TemplateReply(Message):
+    """``ready`` after start-up; ``pid`` of a spawned worker; ``exit`` of one that ended (None:
+    still running, negative: killed by that signal); ``stopped``; or ``refused`` with why."""
+
+    op: ClassVar[str] = "template"
+    ready: bool = False
+    pid: Union[int, None] = None
+    exit: Union[int, None] = None
+    stopped: bool = False
+    refused: str = ""
+
+
+MESSAGES: dict[str, type[Message]] = {kind.op: kind for kind in (
+    ErrorInfo, Hello, Exec, Describe, Call, Shutdown, Callback, Reply, WorkerSettings, Spawn, Status,
+    StopWorkers, TemplateReply)}
+
+
+# ------------------------------------------------------------------------------- parsing
+
+
+def _conforms(value: Any, annotation: Any) -> Any:
+    """``value`` if it has the type ``annotation`` says (parsing nested messages); else WireError."""
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin is Union:
+        problems = []
+        for option in typing.get_args(annotation):
+            try:
+                return _conforms(value, option)
+            except WireError as problem:
+                if option is not type(None):
+                    problems.append(problem)
+        if len(problems) == 1:  # an optional field: say what is wrong with the value given
+            raise problems[0]
+        raise WireError(f"a message field holds {type(value).__name__}, which is none of {annotation}")
+    if annotation is type(None):
+        if value is None:
+            return value
+    elif isinstance(annotation, type) and issubclass(annotation, Message):
+        if type(value) is dict:
+            return _build(annotation, value)
+    elif origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if type(value) is list:
+            return [_conforms(item, item_type) for item in value]
+    elif origin is dict:
+        key_type, item_type = typing.get_args(annotation)
+        if type(value) is dict:
+            return {_conforms(key, key_type): _conforms(item, item_type) for key, item in value.items()}
+    elif annotation is bool:
+        if type(value) is bool:
+            return value
+    elif annotation is int:
+        if type(value) is int:
+            return value
+    elif annotation is float:
+        if type(value) in (int, float):
+            return float(value)
+    elif annotation is str:
+        if type(value) is str:
+            return value
+    raise WireError(f"a message field holds {type(value).__name__} where {getattr(annotation, '__name__', annotation)} "
+                    "belongs")
+
+
+def parse(data: Any) -> Message:
+    """The message ``data`` (a decoded dict) stands for, with every field checked."""
+    if type(data) is not dict or type(data.get("op")) is not str:
+        raise WireError("a message is not a dict with an op")
+    kind = MESSAGES.get(data["op"])
+    if kind is None:
+        raise WireError(f"unknown message {data['op']!r:.40}")
+    return _build(kind, data)
+
+
+def _build(kind: type[Message], data: dict[str, Any]) -> Message:
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for item in fields(kind):
+        if item.name in data:
+            values[item.name] = _conforms(data[item.name], hints[item.name])
+    try:
+        return kind(**values)
+    except TypeError:
+        raise WireError(f"a {kind.op} message lacks a field") from None
