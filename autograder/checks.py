@@ -39,6 +39,7 @@ __all__ = [
     "check_symmetric_psd",
     "check_decreasing_loss",
     "check_not_using",
+    "check_frequency",
     "test_rng",
 ]
 
@@ -454,3 +455,69 @@ def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> 
                 f"{what or name} uses {banned}. This exercise asks you to implement it yourself; "
                 f"{banned} is fine for checking your answer in a separate cell, not inside {name}."
             )
+
+
+def _binomial_tails(count: int, trials: int, probability: float) -> tuple[float, float]:
+    """``P(X <= count)`` and ``P(X >= count)`` for ``X ~ Binomial(trials, probability)``."""
+    if probability <= 0.0:
+        return 1.0, float(count <= 0)
+    if probability >= 1.0:
+        return float(count >= trials), 1.0
+    log_factorial = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, trials + 1)))])
+    k = np.arange(trials + 1)
+    log_pmf = (log_factorial[trials] - log_factorial[k] - log_factorial[trials - k]
+               + k * np.log(probability) + (trials - k) * np.log1p(-probability))
+    pmf = np.exp(log_pmf)
+    return float(min(1.0, pmf[:count + 1].sum())), float(min(1.0, pmf[count:].sum()))
+
+
+def _plausible(count: int, trials: int, probability: Any, false_failure: float) -> bool:
+    low, high = (probability, probability) if np.ndim(probability) == 0 else probability
+    return (_binomial_tails(count, trials, float(low))[0] > false_failure / 2
+            and _binomial_tails(count, trials, float(high))[1] > false_failure / 2)
+
+
+def check_frequency(count: Any, trials: int, probability: Any, *, what: str = "your count",
+                    false_failure: float = 1e-6, mistakes: Mapping[str, Any] | None = None,
+                    hint: str | None = None) -> None:
+    """``count`` successes in ``trials`` independent trials is plausible when each trial succeeds
+    with ``probability``: a number, or a pair ``(low, high)`` when only bounds are known.
+
+    The check fails only in the tails of the binomial distribution: when ``P(X <= count) <=
+    false_failure / 2`` under ``low``, or ``P(X >= count) <= false_failure / 2`` under ``high``.
+    So a correct simulation, whose success probability lies in ``[low, high]``, fails with
+    probability at most ``false_failure``, whatever the number of trials.  ``mistakes`` maps
+    ``"name: hint"`` to the probability (or pair) a mistake would give; the message names the
+    mistake under which ``count`` is plausible and least far in a tail.  For example, 61 null data sets in 1000
+    rejected at level 0.05 is plausible, 100 is not, and the message names a mistake whose
+    level is 0.1::
+
+        check_frequency(61, 1000, 0.05, what="the number of rejections")
+        check_frequency(100, 1000, 0.05, what="the number of rejections",
+                        mistakes={"a one-sided test: ...": 0.1})  # raises CheckFailure
+    """
+    value = check_scalar(count, what=what)
+    trials = int(trials)
+    if value != round(value) or not 0 <= value <= trials:
+        raise CheckFailure(f"{what} is {_describe(value)}; expected a whole number between 0 and {trials}.")
+    number = int(round(value))
+    if _plausible(number, trials, probability, false_failure):
+        return
+    low, high = (probability, probability) if np.ndim(probability) == 0 else probability
+    expected = (f"about {100 * float(low):.3g}%" if low == high
+                else f"between {100 * float(low):.3g}% and {100 * float(high):.3g}%")
+    message = (f"{what} is {number} of {trials} ({100 * number / trials:.3g}%); the correct procedure gives "
+               f"{expected}, and a count this far off happens by chance with probability below {false_failure:g}.")
+    diagnosis, best = None, -np.inf
+    for description, alternative in (mistakes or {}).items():
+        if not _plausible(number, trials, alternative, false_failure):
+            continue
+        # Among the plausible mistakes, the one under which this count is most likely.
+        a_low, a_high = (alternative, alternative) if np.ndim(alternative) == 0 else alternative
+        rate = min(max(number / trials, float(a_low)), float(a_high))
+        likelihood = _binomial_tails(number, trials, rate)
+        score = min(likelihood)  # P(X <= count) and P(X >= count): the smaller is the tail it sits in
+        if score > best:
+            name, _, advice = description.partition(": ")
+            diagnosis, best = Diagnosis(name, advice or "compare your procedure with the one in the explanation."), score
+    _fail(message, diagnosis, hint)

@@ -192,3 +192,42 @@ def test_plot_curves_records_inside_the_grader():
         checks.plot_curves("error", [1, 2], {"yours": [3, 4], "reference": [3, 5]}, ylog=True)
     assert figures == [{"title": "error", "x": [1.0, 2.0], "curves": {"yours": [3.0, 4.0], "reference": [3.0, 5.0]},
                         "xlog": False, "ylog": True, "xlabel": "", "ylabel": ""}]
+
+
+def test_check_frequency_accepts_exactly_the_counts_outside_both_tails():
+    from scipy import stats
+
+    trials, probability, false_failure = 400, 0.05, 1e-6
+    accepted = []
+    for count in range(trials + 1):
+        try:
+            checks.check_frequency(count, trials, probability, false_failure=false_failure)
+            accepted.append(count)
+        except CheckFailure:
+            pass
+    # The acceptance region is one interval whose ends lie just inside the binomial tails.
+    low, high = accepted[0], accepted[-1]
+    assert accepted == list(range(low, high + 1))
+    assert stats.binom.cdf(low, trials, probability) > false_failure / 2 >= stats.binom.cdf(low - 1, trials, probability)
+    assert stats.binom.sf(high - 1, trials, probability) > false_failure / 2 >= stats.binom.sf(high, trials, probability)
+    assert (low, high) == (3, 44)  # 20 expected; beyond these, below 5e-7 on each side
+
+
+def test_check_frequency_with_bounds_names_the_mistake():
+    checks.check_frequency(150, 1000, (0.12, 0.18))
+    checks.check_frequency(0, 10, 0.0)
+    checks.check_frequency(10, 10, 1.0)
+    message = str(failure(checks.check_frequency, 260, 1000, (0.12, 0.18), what="the false-positive rate",
+                          mistakes={"independent looks: the looks share data.": 0.26}))
+    assert "260 of 1000" in message and "between 12% and 18%" in message
+    assert "This looks like independent looks" in message
+    assert "This looks like" not in str(failure(checks.check_frequency, 900, 1000, 0.5, mistakes={"m: h": 0.1}))
+    assert "whole number" in str(failure(checks.check_frequency, 12.5, 100, 0.1))
+    assert "whole number" in str(failure(checks.check_frequency, 101, 100, 0.1))
+
+
+def test_check_frequency_names_the_mistake_that_fits_best():
+    mistakes = {"looking only at the end: ...": 0.05, "a one-sided test: ...": 0.0962}
+    # 150 of 2000 is plausible under both rates (100 and 192 expected), and less far in the tail of 0.0962.
+    assert "one-sided" in str(failure(checks.check_frequency, 150, 2000, 0.1934, mistakes=mistakes))
+    assert "only at the end" in str(failure(checks.check_frequency, 105, 2000, 0.1934, mistakes=mistakes))
