@@ -34,6 +34,7 @@ __all__ = [
     "check_gradient",
     "check_jacobian",
     "check_eigenpair",
+    "check_close_up_to_sign",
     "check_orthonormal",
     "check_probability_vector",
     "check_symmetric_psd",
@@ -454,3 +455,47 @@ def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> 
                 f"{what or name} uses {banned}. This exercise asks you to implement it yourself; "
                 f"{banned} is fine for checking your answer in a separate cell, not inside {name}."
             )
+
+
+def check_close_up_to_sign(actual: Any, expected: Any, *, vectors: str = "rows", what: str = "your vectors",
+                           rtol: float = 1e-6, atol: float = 1e-9, hint: str | None = None,
+                           mistakes: Mapping[str, Any] | None = None) -> None:
+    """``actual`` equals ``expected`` up to the sign of each vector, as eigenvectors, singular
+    vectors and principal components are only determined up to sign.
+
+    The vectors are the rows (``vectors="rows"``) or the columns (``vectors="columns"``) of a
+    2-D array, or a whole 1-D array.  Each vector of ``actual``, and of each value in
+    ``mistakes``, is flipped where that makes it point the way the matching vector of
+    ``expected`` (of ``actual``, for a mistake) points; then :func:`check_close` compares, with
+    its diagnoses.  Tied eigenvalues leave more freedom than a sign: compare such vectors as a
+    subspace (their projector) instead.
+
+    Example::
+
+        check_close_up_to_sign(np.array([[-0.6, -0.8], [0.8, -0.6]]), [[0.6, 0.8], [0.8, -0.6]],
+                               what="the principal components")   # passes
+    """
+    if vectors not in ("rows", "columns"):
+        raise ValueError(f"vectors must be 'rows' or 'columns', not {vectors!r}")
+    reference = np.asarray(expected, dtype=float)
+    array = _as_numeric_array(actual, what)
+
+    def pointing_like(value: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        if value.shape != direction.shape or value.ndim not in (1, 2) or value.dtype.kind not in "biuf":
+            return value
+        value = value.astype(float)
+        with np.errstate(invalid="ignore", over="ignore"):
+            if value.ndim == 1:
+                return -value if float(np.sum(value * direction)) < 0 else value
+            axis = 1 if vectors == "rows" else 0
+            dots = np.sum(value * direction, axis=axis, keepdims=True)
+        return value * np.where(dots < 0, -1.0, 1.0)
+
+    aligned = pointing_like(array, reference)
+    known = None
+    if mistakes:
+        known = {}
+        for name, value in mistakes.items():
+            candidate = np.asarray(value)
+            known[name] = pointing_like(candidate, aligned) if candidate.dtype.kind in "biuf" else candidate
+    check_close(aligned, reference, what=what, rtol=rtol, atol=atol, hint=hint, mistakes=known)

@@ -192,3 +192,25 @@ def test_plot_curves_records_inside_the_grader():
         checks.plot_curves("error", [1, 2], {"yours": [3, 4], "reference": [3, 5]}, ylog=True)
     assert figures == [{"title": "error", "x": [1.0, 2.0], "curves": {"yours": [3.0, 4.0], "reference": [3.0, 5.0]},
                         "xlog": False, "ylog": True, "xlabel": "", "ylabel": ""}]
+
+
+def test_check_close_up_to_sign_frees_the_sign_of_each_vector_only():
+    from autograder.checks import check_close_up_to_sign
+
+    expected = np.array([[0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    check_close_up_to_sign(expected * [[-1.0], [1.0]], expected)
+    check_close_up_to_sign(expected.T * [-1.0, 1.0], expected.T, vectors="columns")
+    check_close_up_to_sign(-U, U)
+    # One sign for the whole matrix is not enough, and rows are not columns.
+    assert failure(check_close_up_to_sign, expected * [[1.0], [-1.0]] + 0.1, expected)
+    assert failure(check_close_up_to_sign, SQUARE * [-1.0, 1.0, 1.0], SQUARE, vectors="rows")
+    check_close_up_to_sign(SQUARE * [-1.0, 1.0, 1.0], SQUARE, vectors="columns")
+    assert failure(check_close_up_to_sign, expected[::-1], expected)
+    assert "shape" in str(failure(check_close_up_to_sign, expected.T, expected))
+    # A mistake is recognised whatever the signs of its vectors and of the student's.
+    swapped = expected[::-1]
+    message = str(failure(check_close_up_to_sign, -swapped, expected,
+                          mistakes={"the rows in the wrong order: sort them": swapped}))
+    assert "rows in the wrong order" in message
+    with pytest.raises(ValueError):
+        check_close_up_to_sign(expected, expected, vectors="diagonals")
