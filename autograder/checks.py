@@ -16,6 +16,7 @@ import ast
 import contextlib
 import hashlib
 import secrets
+import textwrap
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, NoReturn
@@ -37,6 +38,7 @@ __all__ = [
     "check_gradient",
     "check_jacobian",
     "check_not_using",
+    "check_not_using_operator",
     "check_orthonormal",
     "check_probability_vector",
     "check_raises",
@@ -579,6 +581,42 @@ def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> 
                 f"{banned} is fine for checking your answer in a separate cell, not inside {name}."
             )
 
+
+_BINARY_OPERATORS: dict[str, type[ast.operator]] = {
+    "@": ast.MatMult, "*": ast.Mult, "/": ast.Div, "//": ast.FloorDiv, "%": ast.Mod, "**": ast.Pow,
+    "+": ast.Add, "-": ast.Sub,
+}
+
+
+def check_not_using_operator(function: Any, *operators: str, what: str | None = None) -> None:
+    """The student's ``function`` (and the helpers it calls) does not use any of the binary
+    ``operators``, given as symbols such as ``"@"`` (also as ``@=``).
+
+    The operator counterpart of :func:`check_not_using`, which sees only names: ``A @ B`` is the
+    shortcut a student reaches for when an exercise asks for a matrix product with loops.  It reads
+    the student's code, so it is a teaching aid, not a security boundary.
+
+    Example::
+
+        check_not_using(matmul, "dot", "matmul", "einsum")
+        check_not_using_operator(matmul, "@")
+    """
+    unknown = [symbol for symbol in operators if symbol not in _BINARY_OPERATORS]
+    if unknown:
+        raise ValueError(f"unknown operators {unknown}; known: {sorted(_BINARY_OPERATORS)}")
+    name = getattr(function, "__name__", "your function")
+    try:
+        # Dedented: in a kernel, a function defined inside another one comes indented.
+        tree = ast.parse(textwrap.dedent(_source_of(function)))
+    except SyntaxError:
+        return
+    used = {type(node.op) for node in ast.walk(tree) if isinstance(node, (ast.BinOp, ast.AugAssign))}
+    for symbol in operators:
+        if _BINARY_OPERATORS[symbol] in used:
+            raise CheckFailure(
+                f"{what or name} uses the operator {symbol}. This exercise asks you to compute it yourself; "
+                f"{symbol} is fine for checking your answer in a separate cell, not inside {name}."
+            )
 
 def _subclass_names(kind: type[BaseException]) -> set[str]:
     names, pending = set(), [kind]

@@ -205,6 +205,49 @@ def test_plot_curves_records_inside_the_grader():
                         "xlog": False, "ylog": True, "xlabel": "", "ylabel": ""}]
 
 
+# ------------------------------------------------------------------------- operators and raises
+
+def _named(name):
+    """What a test cell holds for a student's function: something with a __name__."""
+    import types
+
+    return types.SimpleNamespace(__name__=name)
+
+
+def test_check_not_using_operator_reads_the_function_and_its_helpers():
+    from autograder.checks import check_not_using_operator
+
+    cells = {
+        "helpers": "def helper(A, B):\n    return A @ B\n\n\ndef matmul(A, B):\n    return helper(A, B)\n",
+        "augmented": "def power(A):\n    C = A\n    C @= A\n    return C\n",
+        "clean": "import numpy as np\ncheck = np.eye(2) @ np.eye(2)\n\n\n@staticmethod\ndef loops(A, B):\n"
+                 "    return [[sum(a * b for a, b in zip(row, col)) for col in zip(*B)] for row in A]\n",
+    }
+    with checks.student_code(cells):
+        message = str(failure(check_not_using_operator, _named("matmul"), "@"))
+        assert "matmul uses the operator @" in message and "separate cell" in message
+        assert "uses the operator @" in str(failure(check_not_using_operator, _named("power"), "@"))
+        # A decorator is not a matrix product; a product outside the function is the student's check.
+        check_not_using_operator(_named("loops"), "@")
+        check_not_using_operator(_named("matmul"), "**", "*")
+        assert "uses the operator *" in str(failure(check_not_using_operator, _named("loops"), "*"))
+    with pytest.raises(ValueError, match="unknown operators"):
+        check_not_using_operator(_named("loops"), "@@")
+
+
+def test_check_not_using_operator_reads_a_kernels_function_outside_the_grader():
+    from autograder.checks import check_not_using_operator
+
+    def product(A, B):
+        return A @ B
+
+    def loop(A, B):
+        return A * B
+
+    assert "uses the operator @" in str(failure(check_not_using_operator, product, "@"))
+    check_not_using_operator(loop, "@")
+
+
 def test_check_raises_accepts_the_exception_or_a_students_report_of_it():
     from autograder.checks import check_raises
     from autograder.grader.session import StudentError
