@@ -235,6 +235,23 @@ def test_check_not_using_operator_reads_the_function_and_its_helpers():
         check_not_using_operator(_named("loops"), "@@")
 
 
+def test_check_not_using_allows_the_students_own_helper_of_the_same_name():
+    from autograder.checks import check_not_using
+
+    cells = {
+        "dot": "import numpy as np\n\n\ndef dot(x, y):\n    return sum(a * b for a, b in zip(x, y))\n",
+        "matmul": "def matmul(A, B):\n    return [[dot(row, col) for col in zip(*B)] for row in A]\n",
+        "alias": "import numpy as np\nd = np.dot\n\n\ndef matmul3(A, B):\n    return d(A, B)\n",
+    }
+    with checks.student_code(cells):
+        check_not_using(_named("matmul"), "dot")  # their own dot, from an earlier exercise
+        assert "matmul3 uses dot" in str(failure(check_not_using, _named("matmul3"), "dot"))
+    # A helper of the same name that calls the library is read like any helper.
+    cheat = {**cells, "dot": "import numpy as np\n\n\ndef dot(x, y):\n    return np.dot(x, y)\n"}
+    with checks.student_code(cheat):
+        assert "matmul uses dot" in str(failure(check_not_using, _named("matmul"), "dot"))
+
+
 def test_check_not_using_operator_reads_a_kernels_function_outside_the_grader():
     from autograder.checks import check_not_using_operator
 
