@@ -16,15 +16,27 @@ from autograder.settings import Limits
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def leaked_worker_processes() -> list[str]:
-    """Processes under a worker's uid whose supervisor is gone: leaks, as opposed to the
-    workers of a grader that is still running (perhaps another one on this machine)."""
+def _orphaned_worker_processes() -> list[str]:
     import subprocess
 
     rows = subprocess.run(["ps", "-ww", "-eo", "uid=,pid=,ppid=,args="], capture_output=True, text=True).stdout
     processes = [line.split(None, 3) for line in rows.splitlines() if len(line.split(None, 3)) == 4]
     supervisors = {pid for _, pid, _, args in processes if "autograder.worker.template" in args}
     return [" ".join(row) for row in processes if int(row[0]) >= 100_000 and row[2] not in supervisors]
+
+
+def leaked_worker_processes(patience: float = 10.0) -> list[str]:
+    """Processes under a worker's uid whose supervisor is gone: leaks, as opposed to the
+    workers of a grader that is still running (perhaps another one on this machine, or another
+    test process).  A worker whose grader is shutting down this instant is orphaned for a moment;
+    a leak stays, so the list is the one still there after ``patience`` seconds of waiting for
+    it to empty."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while (leaked := _orphaned_worker_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return leaked
 
 
 def _meta(**values):

@@ -48,6 +48,9 @@ BIN = Path(sys.executable).parent
 OTTER = BIN / "otter"
 AUTOGRADER = BIN / "autograder"
 FULL_MARKS = 20
+# That otter gives an untouched notebook nothing is a property of the export, not of a set's
+# tests (every set's release scoring zero is tested with our engine): two sets show it.
+UNTOUCHED_SETS = sorted({PROBLEM_SETS[0], PROBLEM_SETS[-1]})
 
 
 # --------------------------------------------------------------------------- the pipelines
@@ -144,7 +147,7 @@ def pipelines(tmp_path_factory) -> dict[str, Pipeline]:
     jobs = [(COURSE, ps, tmp_path_factory.mktemp(f"otter-{ps}")) for ps in PROBLEM_SETS]
     jobs.append((Course(tiny), "tiny", tmp_path_factory.mktemp("otter-tiny")))
     with ThreadPoolExecutor(len(jobs)) as pool:
-        done = pool.map(lambda job: _pipeline(*job, untouched=job[1] != "tiny"), jobs)
+        done = pool.map(lambda job: _pipeline(*job, untouched=job[1] in UNTOUCHED_SETS), jobs)
         return {pipeline.ps: pipeline for pipeline in done}
 
 
@@ -278,7 +281,7 @@ def test_otter_gives_the_instructors_answers_full_marks(pipelines, ps):
     assert sum(score for score, _ in scores.values()) == FULL_MARKS
 
 
-@pytest.mark.parametrize("ps", PROBLEM_SETS)
+@pytest.mark.parametrize("ps", UNTOUCHED_SETS)
 def test_otter_gives_the_untouched_notebook_nothing(pipelines, ps):
     results = _pipeline_of(pipelines, ps).results["untouched"]
     scores = _scores(results)
