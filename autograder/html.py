@@ -12,6 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from autograder.report import PASSED, TIMEOUT, GradeReport
 
@@ -152,7 +153,11 @@ def student_page(report: GradeReport) -> str:
     if report.status != "graded":
         body.append(f'<div class="exercise error"><h2>Not graded</h2><div class="message">{_e(report.error)}</div></div>')
         return _page(f"{report.assignment}: feedback", "".join(body))
-    body.append(f'<div class="score">{report.score:g} / {report.max_score:g}</div>')
+    body.append(f'<div class="score">{report.final_score:g} / {report.max_score:g}</div>')
+    if report.adjustments():
+        body.append(f'<div class="meta">The tests gave {report.score:g}; {_e(report.adjustments())}.</div>')
+    for note in report.notes:
+        body.append(f'<div class="exercise failed"><div class="message">{_e(note)}</div></div>')
     for test in report.tests:
         status = test.status
         section = [f'<section class="exercise {_e(status)}" id="{_e(test.id)}">',
@@ -188,7 +193,7 @@ def class_page(reports: list[GradeReport]) -> str:
         bins = 10
         counts = [0] * bins
         for report in graded:
-            counts[min(int(report.score / maximum * bins), bins - 1) if maximum else 0] += 1
+            counts[min(int(report.final_score / maximum * bins), bins - 1) if maximum else 0] += 1
         labels = [f"{i * maximum / bins:.3g}–{(i + 1) * maximum / bins:.3g}" for i in range(bins)]
         body.append(bar_chart("Scores", labels, counts))
         exercise_ids = [test.id for test in graded[0].tests]
@@ -204,8 +209,9 @@ def class_page(reports: list[GradeReport]) -> str:
             body.append(f"<h2>Most common mistakes</h2><table><tr><th>exercise</th><th>mistake</th>"
                         f"<th>students</th></tr>{rows}</table>")
     rows = "".join(
-        f"<tr><td>{_e(r.student)}</td><td>{r.score:g} / {r.max_score:g}</td>"
-        f"<td>{_e(r.error or '')}</td></tr>" for r in reports)
+        f'<tr><td><a href="{_e(quote(r.student or "") + ".html")}">{_e(r.student)}</a></td>'
+        f"<td>{r.final_score:g} / {r.max_score:g}</td>"
+        f"<td>{_e(r.error or ' '.join([*r.notes, r.adjustments()]).strip())}</td></tr>" for r in reports)
     body.append(f"<h2>Students</h2><table><tr><th>student</th><th>score</th><th>note</th></tr>{rows}</table>")
     return _page(f"{title}: class summary", "".join(body))
 
