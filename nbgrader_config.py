@@ -11,3 +11,18 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.Autograder.cell_timeout = 30          # seconds one cell or one test may run
 c.Autograder.submission_timeout = 600   # seconds for a whole notebook
 c.Autograder.strict = False             # True: refuse to grade where a protection is missing
+
+# nbgrader's own `nbgrader autograde` (and so formgrader's Autograde button) grades with the same
+# confined engine as `autograder grade`: nbgrader's autograde steps, with its Execute step (which
+# runs the tests in the student's kernel) replaced by ours, and our feedback recorded as comments.
+# The autograded notebook and `nbgrader generate_feedback`'s pages never hold hidden-test code.
+c.Autograde.autograde_preprocessors = [
+    "autograder.integrations.autograde.GradeWithEngine",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+    "autograder.integrations.autograde.RecordFeedbackComments",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import multiprocessing
 import os
 import queue
@@ -30,6 +31,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 TIMESTAMP_FILE = "timestamp.txt"  # what ``nbgrader collect`` writes beside each hand-in
+MAX_NOTEBOOKS_PER_HAND_IN = 5  # more is not a hand-in but a folder for a person to look at
 MAX_NOTEBOOK_BYTES = 64 * 1024**2
 MAX_TIMESTAMP_BYTES = 1024
 
@@ -42,6 +44,9 @@ class HandIn:
     notebook_name: str
     notebook: bytes
     timestamp: str | None = None
+    # The other notebooks of a hand-in with several (name, bytes): a student who worked in
+    # "ps05_derivatives-Copy1.ipynb" and left the named one untouched is graded on the work.
+    others: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,25 +123,29 @@ def read_hand_in(base: Path, parts: tuple[str, ...], ps: str, *, depth: int = 0)
         found = _notebooks_in(folder, depth)
         expected = f"{ps}.ipynb"
         named = sorted((path for path in found if path[-1] == expected), key=len)
-        if named:
-            chosen = named[0]
-        elif len(found) == 1:
-            chosen = found[0]
-        elif not found:
+        if not found:
             return "No notebook was submitted: the hand-in has no .ipynb file."
-        else:
-            names = ", ".join("/".join(path) for path in sorted(found))
-            return f"The hand-in has several notebooks ({names}) and none is named {expected}. {manual}"
-        where = folder
-        for part in chosen[:-1]:
-            where = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where)
-            opened.append(where)
-        data = safefs.read_file(where, chosen[-1], max_bytes=MAX_NOTEBOOK_BYTES, shown=chosen[-1])
+        if len(found) > MAX_NOTEBOOKS_PER_HAND_IN:
+            names = ", ".join("/".join(path) for path in sorted(found)[:MAX_NOTEBOOKS_PER_HAND_IN]) + ", ..."
+            return f"The hand-in has {len(found)} notebooks ({names}). {manual}"
+        # The one named for the problem set first, then the others by name.
+        chosen = named[0] if named else sorted(found)[0]
+        rest = [path for path in sorted(found) if path != chosen]
+
+        def read(path: tuple[str, ...]) -> bytes:
+            where = folder
+            for part in path[:-1]:
+                where = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=where)
+                opened.append(where)
+            return safefs.read_file(where, path[-1], max_bytes=MAX_NOTEBOOK_BYTES, shown=path[-1])
+
+        data = read(chosen)
+        others = tuple(("/".join(path), read(path)) for path in rest)
         timestamp = None
         if any(entry.name == TIMESTAMP_FILE for entry in safefs.list_directory(folder)):
             raw = safefs.read_file(folder, TIMESTAMP_FILE, max_bytes=MAX_TIMESTAMP_BYTES)
             timestamp = raw.decode("utf-8", errors="replace").strip() or None
-        return HandIn(chosen[-1], data, timestamp)
+        return HandIn(chosen[-1], data, timestamp, others)
     except safefs.UnsafeFile as refusal:
         return f"{refusal} {manual}"
     except OSError as error:
@@ -195,9 +204,28 @@ def grade_hand_in(source: SourceNotebook, submission: Submission, hand_in: HandI
     if isinstance(hand_in, str):
         return not_graded_submission(source, submission, hand_in,
                               seed=submission_seed(submission.ps, submission.student) if seed is None else seed)
-    seed = submission_seed(submission.ps, submission.student, hand_in.notebook) if seed is None else seed
-    report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name,
-                            student=submission.student, seed=seed, limits=limits, launcher=launcher)
+    return grade_handed_notebooks(source, hand_in, ps=submission.ps, student=submission.student, limits=limits,
+                                  launcher=launcher, seed=seed)
+
+
+def grade_handed_notebooks(source: SourceNotebook, hand_in: HandIn, *, ps: str, student: str | None,
+                           limits: Limits, launcher: Launcher | None, seed: int | None = None) -> GradeReport:
+    """Grade a hand-in's notebook; of a hand-in with several, the one that holds the work, with a
+    note saying so (and flagged for a person: see the gradebook)."""
+    candidates = [(hand_in.notebook_name, hand_in.notebook), *hand_in.others]
+    if seed is None:  # one seed for all of a hand-in's notebooks: copies do not buy more draws
+        seed = submission_seed(ps, student or "", b"".join(sorted(data for _, data in candidates)))
+    reports = [grade_notebook(source, data, notebook_name=name, student=student, seed=seed,
+                              limits=limits, launcher=launcher) for name, data in candidates]
+    # The notebook that holds the work: the most points; on a tie, the one named for the set.
+    best = max(range(len(reports)), key=lambda i: (reports[i].status == "graded", reports[i].score, -i))
+    report = reports[best]
+    if len(candidates) > 1:
+        scores = ", ".join(f"{name} ({r.score:g}/{r.max_score:g})" if r.status == "graded" else f"{name} (not gradable)"
+                           for (name, _), r in zip(candidates, reports))
+        report.notes.append(
+            f"This hand-in has {len(candidates)} notebooks: {scores}. {candidates[best][0]} was graded, as the one "
+            f"with the most points; it is flagged for a person to check. Hand in one notebook, {ps}.ipynb.")
     report.submitted_at = hand_in.timestamp
     return report
 
@@ -322,10 +350,10 @@ def grade_class(
     done: dict[int, GradeReport] = {}
 
     def finish(index: int, report: GradeReport) -> None:
+        if progress:  # first: recording it in a gradebook sets the report's final score
+            progress(len(done) + 1, len(submissions), report)
         write_student_files(report, reports, submissions[index].student)
         done[index] = report.summary()
-        if progress:
-            progress(len(done), len(submissions), report)
 
     for index, report in executor.results(source_path, submissions, limits=limits, seed=seed):
         finish(index, report)
@@ -333,7 +361,7 @@ def grade_class(
         if index not in done:
             finish(index, not_graded_submission(source, submission, "The grading process stopped before this notebook."))
     ordered = [done[index] for index in range(len(submissions))]
-    write_class_page(ordered, reports)
+    write_class_summary(reports)
     return ordered
 
 
@@ -350,6 +378,25 @@ def write_class_page(reports_list: list[GradeReport], folder: Path) -> None:
     """``index.html``: the class summary."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "index.html").write_text(class_page(reports_list), encoding="utf-8")
+
+
+def class_reports(folder: Path) -> list[GradeReport]:
+    """The summary of every student's report in ``folder`` (the whole class, whoever was graded
+    last), sorted by student; a report that cannot be read is left out."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            found.append(GradeReport.read_json(path).summary())
+        except (OSError, ValueError, KeyError, TypeError, ReportFormatError) as error:
+            logging.getLogger(__name__).warning("%s left out of the class summary: %s", path.name, error)
+    return found
+
+
+def write_class_summary(folder: Path) -> list[GradeReport]:
+    """``index.html`` from every report in ``folder``: grading one student keeps the class whole."""
+    reports_list = class_reports(folder)
+    write_class_page(reports_list, folder)
+    return reports_list
 
 
 def write_student_files(report: GradeReport, folder: Path, student: str) -> None:

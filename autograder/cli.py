@@ -22,7 +22,15 @@ import sys
 from pathlib import Path
 
 from autograder import __version__
-from autograder.batch import already_graded, find_submissions, grade_batch, read_hand_in, write_class_page
+from autograder.batch import (
+    already_graded,
+    find_submissions,
+    grade_batch,
+    grade_handed_notebooks,
+    read_hand_in,
+    write_class_summary,
+    write_student_files,
+)
 from autograder.course import Course
 from autograder.errors import AutograderError, UsageError
 from autograder.grader.grading import grade_notebook, not_graded
@@ -73,8 +81,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             if isinstance(hand_in, str):
                 report = not_graded(source, hand_in, notebook=notebook.name, seed=seed)
             else:
-                report = grade_notebook(source, hand_in.notebook, notebook_name=hand_in.notebook_name, seed=seed,
-                                        limits=_limits(course, args), launcher=launcher)
+                report = grade_handed_notebooks(source, hand_in, ps=ps, student=None, seed=seed,
+                                                limits=_limits(course, args), launcher=launcher)
         else:
             if not notebook.is_file() and not args.gradescope:
                 raise UsageError(f"There is no notebook {notebook}.")
@@ -121,11 +129,16 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
             if gradebook is not None:
                 gradebook.record(report, by_name[report.student])
 
-        previous = [GradeReport.read_json(reports / f"{s.student}.json").summary() for s in done]
-        if gradebook is not None:
-            for report in previous:
-                if report.student in by_name:
-                    gradebook.record(report, by_name[report.student])  # a killed run may have left them out
+        previous = []
+        for submission in done:
+            report = GradeReport.read_json(reports / f"{submission.student}.json")
+            if gradebook is not None:
+                # A killed run may have left it out; hand grades and late penalties may have changed.
+                final = report.final
+                gradebook.record(report, submission)
+                if report.final != final:
+                    write_student_files(report, reports, submission.student)
+            previous.append(report.summary())
         todo = [submission for submission in submissions if submission not in done]
         scheduler = getattr(args, "scheduler", None)
         if scheduler:
@@ -141,7 +154,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
                                  jobs=getattr(args, "jobs", None), progress=progress)
     by_student = {report.student: report for report in [*previous, *graded]}
     results = [by_student[submission.student] for submission in submissions]
-    write_class_page(results, reports)
+    write_class_summary(reports)  # the whole class, also when one student was graded
     print(f"\n{ps}")
     print_summary(results)
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")

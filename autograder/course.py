@@ -117,8 +117,9 @@ class Course:
                 return ps
         try:
             ids = {grade_id(cell) for cell in read_notebook(notebook).cells} - {None}
-        except NotebookError:
-            ids = set()
+        except NotebookError as error:
+            # A damaged file is a damaged file, whatever its name: say so, not "which set?".
+            raise CourseError(str(error)) from None
         matches = [ps for ps in known if ids & SourceNotebook.load(self.source_notebook(ps)).answer_ids]
         if len(matches) == 1:
             return matches[0]

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from autograder.report import PASSED, TIMEOUT, GradeReport
 
@@ -152,7 +154,11 @@ def student_page(report: GradeReport) -> str:
     if report.status != "graded":
         body.append(f'<div class="exercise error"><h2>Not graded</h2><div class="message">{_e(report.error)}</div></div>')
         return _page(f"{report.assignment}: feedback", "".join(body))
-    body.append(f'<div class="score">{report.score:g} / {report.max_score:g}</div>')
+    body.append(f'<div class="score">{report.final_score:g} / {report.max_score:g}</div>')
+    if report.adjustments():
+        body.append(f'<div class="meta">The tests gave {report.score:g}; {_e(report.adjustments())}.</div>')
+    for note in report.notes:
+        body.append(f'<div class="exercise failed"><div class="message">{_e(note)}</div></div>')
     for test in report.tests:
         status = test.status
         section = [f'<section class="exercise {_e(status)}" id="{_e(test.id)}">',
@@ -177,6 +183,15 @@ def student_page(report: GradeReport) -> str:
     return _page(f"{report.assignment}: feedback", "".join(body))
 
 
+def _failure_kind(test: Any) -> str:
+    """A failure, grouped with the same failure of other students: the named mistake, else the
+    message's first sentence with its numbers left out."""
+    if test.diagnosis:
+        return f"Likely mistake: {test.diagnosis}"
+    first = re.split(r"(?<=[.!?])\s", test.message.strip(), maxsplit=1)[0] if test.message.strip() else test.status
+    return re.sub(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", "…", first)[:160]
+
+
 def class_page(reports: list[GradeReport]) -> str:
     """The instructor's summary of one problem set across the class."""
     graded = [report for report in reports if report.status == "graded"]
@@ -188,7 +203,7 @@ def class_page(reports: list[GradeReport]) -> str:
         bins = 10
         counts = [0] * bins
         for report in graded:
-            counts[min(int(report.score / maximum * bins), bins - 1) if maximum else 0] += 1
+            counts[min(int(report.final_score / maximum * bins), bins - 1) if maximum else 0] += 1
         labels = [f"{i * maximum / bins:.3g}–{(i + 1) * maximum / bins:.3g}" for i in range(bins)]
         body.append(bar_chart("Scores", labels, counts))
         exercise_ids = [test.id for test in graded[0].tests]
@@ -197,15 +212,22 @@ def class_page(reports: list[GradeReport]) -> str:
         names = {test.id: test.name for test in graded[0].tests}
         body.append(bar_rows("Pass rate per exercise", [names[test_id] for test_id in exercise_ids],
                              [round(rate, 1) for rate in rates], maximum=100, unit="%"))
-        diagnoses = Counter((names.get(t.id, t.id), t.diagnosis) for r in graded for t in r.tests if t.diagnosis)
-        if diagnoses:
-            rows = "".join(f"<tr><td>{_e(test_id)}</td><td>{_e(name)}</td><td>{count}</td></tr>"
-                           for (test_id, name), count in diagnoses.most_common(15))
-            body.append(f"<h2>Most common mistakes</h2><table><tr><th>exercise</th><th>mistake</th>"
+        untouched = [r for r in graded if r.tests and all("not implemented yet" in t.message for t in r.tests)]
+        if untouched:
+            body.append(f'<div class="meta">{len(untouched)} untouched notebooks (no exercise answered): '
+                        f'{_e(", ".join(r.student or "?" for r in untouched))}</div>')
+        started = [r for r in graded if r not in untouched]
+        failures = Counter((names.get(t.id, t.id), _failure_kind(t)) for r in started for t in r.tests
+                           if t.status != PASSED and "not implemented yet" not in t.message)
+        if failures:
+            rows = "".join(f"<tr><td>{_e(exercise)}</td><td>{_e(kind)}</td><td>{count}</td></tr>"
+                           for (exercise, kind), count in failures.most_common(15))
+            body.append(f"<h2>Most common failures</h2><table><tr><th>exercise</th><th>mistake, or what failed</th>"
                         f"<th>students</th></tr>{rows}</table>")
     rows = "".join(
-        f"<tr><td>{_e(r.student)}</td><td>{r.score:g} / {r.max_score:g}</td>"
-        f"<td>{_e(r.error or '')}</td></tr>" for r in reports)
+        f'<tr><td><a href="{_e(quote(r.student or "") + ".html")}">{_e(r.student)}</a></td>'
+        f"<td>{r.final_score:g} / {r.max_score:g}</td>"
+        f"<td>{_e(r.error or ' '.join([*r.notes, r.adjustments()]).strip())}</td></tr>" for r in reports)
     body.append(f"<h2>Students</h2><table><tr><th>student</th><th>score</th><th>note</th></tr>{rows}</table>")
     return _page(f"{title}: class summary", "".join(body))
 

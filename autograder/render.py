@@ -78,10 +78,20 @@ def print_report(report: GradeReport, out: Console | None = None) -> None:
         out.print()
         out.print(Text(f"Note on cell {printable(problem.cell)}:", style="bold"))
         out.print(Text("  " + printable(problem.message).replace("\n", "\n  ")))
+    for note in report.notes:
+        out.print()
+        out.print(Text("Note: " + printable(note), style="yellow"))
     out.print()
     style = "bold green" if report.all_passed else "bold"
-    out.print(Text(f"Score: {_points(report.score)} / {_points(report.max_score)}", style=style),
+    out.print(Text(f"Score: {_points(report.final_score)} / {_points(report.max_score)}", style=style),
+              Text(_adjusted(report), style="dim"),
               Text(f"  (seed {report.seed}; reproduce with --seed {report.seed})", style="dim"))
+
+
+def _adjusted(report: GradeReport) -> str:
+    """How the tests' points became the final score, when something changed them."""
+    adjustments = report.adjustments()
+    return f" (tests {_points(report.score)}; {adjustments})" if adjustments else ""
 
 
 def print_summary(reports: list[GradeReport], out: Console | None = None) -> None:
@@ -102,12 +112,16 @@ def print_summary(reports: list[GradeReport], out: Console | None = None) -> Non
             note = Text(f"NOT GRADED: {printable(report.error)}", style="red")
         elif any(test.status == TIMEOUT for test in report.tests):
             note = Text("a test timed out", style="yellow")
-        table.add_row(printable(report.student or "?"), f"{_points(report.score)} / {_points(report.max_score)}",
+        elif report.notes:
+            note = Text(printable(report.notes[0])[:120], style="yellow")
+        elif report.adjustments():
+            note = Text(f"tests {_points(report.score)}; {report.adjustments()}")
+        table.add_row(printable(report.student or "?"), f"{_points(report.final_score)} / {_points(report.max_score)}",
                       f"{passed}/{len(report.tests)}", note)
     out.print(table)
     graded = [report for report in reports if report.status == "graded"]
     if graded:
-        mean = sum(report.score for report in graded) / len(graded)
+        mean = sum(report.final_score for report in graded) / len(graded)
         out.print(f"{len(reports)} submissions, {len(reports) - len(graded)} not graded, "
                   f"mean score {mean:.2f} / {_points(graded[0].max_score)}")
 

@@ -53,6 +53,22 @@ class CellProblem:
 
 
 @dataclass
+class FinalScore:
+    """The score nbgrader's gradebook holds for this hand-in, which ``nbgrader export`` reports:
+    the tests' points with any hand grades in formgrader in their place (``raw_score``), less
+    the late penalty nbgrader's late-submission plugin gives."""
+
+    raw_score: float
+    late_penalty: float = 0.0
+    manual_adjustment: float = 0.0  # raw_score minus the tests' points: hand grades in formgrader
+    needs_manual_grade: bool = False
+
+    @property
+    def score(self) -> float:
+        return max(0.0, self.raw_score - self.late_penalty)
+
+
+@dataclass
 class GradeReport:
     """Everything known about grading one notebook."""
 
@@ -69,6 +85,8 @@ class GradeReport:
     protections: list[str] = field(default_factory=list)
     missing_protections: dict[str, str] = field(default_factory=dict)
     submitted_at: str | None = None  # nbgrader's timestamp.txt of the hand-in, as written there
+    final: FinalScore | None = None  # from the gradebook, when grading wrote one
+    notes: list[str] = field(default_factory=list)  # for the student and the grader: how it was graded
 
     @property
     def score(self) -> float:
@@ -77,6 +95,23 @@ class GradeReport:
     @property
     def max_score(self) -> float:
         return sum(test.max_points for test in self.tests)
+
+    @property
+    def final_score(self) -> float:
+        """The score that counts: the gradebook's (hand grades and late penalty applied) when
+        there is one, else the tests' points."""
+        return self.final.score if self.final is not None else self.score
+
+    def adjustments(self) -> str:
+        """What turns the tests' points into the final score, in words ("" when nothing does)."""
+        if self.final is None:
+            return ""
+        parts = []
+        if self.final.manual_adjustment:
+            parts.append(f"hand grading {self.final.manual_adjustment:+g}")
+        if self.final.late_penalty:
+            parts.append(f"late penalty -{self.final.late_penalty:g}")
+        return ", ".join(parts)
 
     @property
     def all_passed(self) -> bool:
@@ -92,6 +127,7 @@ class GradeReport:
         data = {"schema_version": SCHEMA_VERSION, **asdict(self)}
         data["score"] = self.score
         data["max_score"] = self.max_score
+        data["final_score"] = self.final_score
         return data
 
     def write_json(self, path: Path) -> None:
@@ -107,7 +143,10 @@ class GradeReport:
             raise ReportFormatError(
                 f"This report has schema version {version!r}; this autograder reads version {SCHEMA_VERSION}. "
                 "Grade again with this version (autograder grade --regrade), or use the version that wrote it.")
-        fields = {key: value for key, value in data.items() if key not in ("score", "max_score", "schema_version")}
+        derived = ("score", "max_score", "final_score", "schema_version")
+        fields = {key: value for key, value in data.items() if key not in derived}
+        if fields.get("final") is not None:
+            fields["final"] = FinalScore(**fields["final"])
         fields["tests"] = [TestResult(**test) for test in data.get("tests", [])]
         fields["cell_problems"] = [CellProblem(**problem) for problem in data.get("cell_problems", [])]
         return cls(**fields)

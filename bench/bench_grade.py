@@ -29,6 +29,7 @@ from pathlib import Path
 import nbformat
 
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
+from autograder.integrations.autograde import write_plain_nbgrader_config
 from autograder.notebook import read_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +45,12 @@ def run(command: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def build_class(course: Path, ps: str, n: int) -> list[str]:
-    shutil.copy(ROOT / "nbgrader_config.py", course)
+def build_class(course: Path, ps: str, n: int, *, plain_nbgrader: bool = False) -> list[str]:
+    course.mkdir(parents=True, exist_ok=True)
+    if plain_nbgrader:  # the competitor: nbgrader's own autograde, not ours behind its button
+        write_plain_nbgrader_config(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
+    else:
+        shutil.copy(ROOT / "nbgrader_config.py", course)
     shutil.copytree(ROOT / "source" / ps, course / "source" / ps)
     run([str(BIN / "nbgrader"), "generate_assignment", ps, "--force"], course)
     source = read_notebook(course / "source" / ps / f"{ps}.ipynb")
@@ -127,7 +132,7 @@ def main() -> None:
         theirs_course, course = Path(scratch) / "nbgrader", Path(scratch) / "autograder"
         theirs_course.mkdir()
         course.mkdir()
-        compared = build_class(theirs_course, args.ps, competitor_n)
+        compared = build_class(theirs_course, args.ps, competitor_n, plain_nbgrader=True)
         students = build_class(course, args.ps, args.n)  # the first M are the same notebooks
         print(f"{args.n} submissions of {args.ps} ({competitor_n} for nbgrader), {os.cpu_count()} cores, "
               f"Python {sys.version.split()[0]}")

@@ -106,3 +106,32 @@ def test_regrade_grades_everything_again(tmp_path):
         assert repaired.returncode == 0 and "[1/1] ada" in repaired.stderr, repaired.stderr
         assert json.loads(report.read_text())["schema_version"] == 1
     shutil.rmtree(tmp_path / "reports")
+
+
+def test_a_hand_in_with_several_notebooks_is_graded_on_the_one_with_the_work(tiny):
+    """The untouched ps.ipynb beside the real work in ps-Copy1.ipynb is not a silent zero."""
+    from autograder.batch import Submission, grade_hand_in
+
+    stubs = {"double": 'def double(x):\n    """Twice x."""\n    raise NotImplementedError()',
+             "apply_twice": 'def apply_twice(f, x):\n    """f(f(x))."""\n    raise NotImplementedError()'}
+    folder = tiny.folder / "submitted" / "ada" / "tiny"
+    folder.mkdir(parents=True)
+    shutil.move(tiny.submission("untouched", stubs), folder / "tiny.ipynb")
+    shutil.move(tiny.submission("work"), folder / "tiny-Copy1.ipynb")
+    submission = Submission("ada", "tiny", folder)
+    hand_in = submission.read()
+    assert not isinstance(hand_in, str) and hand_in.notebook_name == "tiny.ipynb"
+    report = grade_hand_in(tiny.source, submission, hand_in, limits=tiny.limits, launcher=None)
+    assert report.status == "graded" and report.score == report.max_score == 3
+    [note] = report.notes
+    assert "tiny.ipynb (0/3)" in note and "tiny-Copy1.ipynb (3/3)" in note
+    assert "tiny-Copy1.ipynb was graded" in note and "flagged for a person" in note
+    # The same seed whichever notebook is graded, so copies do not buy more draws of the inputs.
+    again = grade_hand_in(tiny.source, submission, submission.read(), limits=tiny.limits, launcher=None)
+    assert again.seed == report.seed
+
+    # When the named notebook holds the most points, it is the one graded.
+    shutil.move(tiny.submission("half", {"apply_twice": stubs["apply_twice"]}), folder / "tiny-Copy1.ipynb")
+    shutil.move(tiny.submission("all"), folder / "tiny.ipynb")
+    report = grade_hand_in(tiny.source, submission, submission.read(), limits=tiny.limits, launcher=None)
+    assert report.score == 3 and "tiny.ipynb was graded" in report.notes[0]

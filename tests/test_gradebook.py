@@ -253,3 +253,45 @@ def exported_cells(course: Path) -> set[str]:
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "math-for-ml") as gradebook:
         return {grade.name for grade in gradebook.find_submission_notebook(PS, PS, "ada").grades}
+
+
+def test_every_output_shows_the_gradebooks_final_score(graded_class):
+    """After grading, hand grading (without a regrade), a late hand-in's penalty and one
+    student regraded alone, nbgrader export, our CSV, the reports, the pages and the terminal
+    table agree on every student's final score, and the class summary still lists the class."""
+    from nbgrader.api import Gradebook
+
+    course, reports, _ = graded_class
+    url = f"sqlite:///{course / 'gradebook.db'}"
+    first = reports["bob"]["tests"][0]
+    with Gradebook(url, "math-for-ml") as gradebook:  # a hand grade in formgrader: bob gets 0.5 more
+        grade = gradebook.find_grade(first["id"], PS, PS, "bob")
+        grade.manual_score = (grade.auto_score or 0) + 0.5
+        gradebook.db.commit()
+    result = autograder("grade", PS, cwd=course)  # nothing to grade: refreshes what changed
+    assert result.returncode == 3, result.stdout + result.stderr
+    result = autograder("grade", PS, "--student", "ada", "--regrade", cwd=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = autograder("grade", PS, cwd=course).stdout
+    assert autograder("export", "csv", PS, cwd=course).returncode == 0
+
+    folder = course / "reports" / PS
+    with (folder / "grades.csv").open() as handle:
+        ours = {row["student"]: row for row in csv.DictReader(handle)}
+    theirs = exported(course)
+    summary = (folder / "index.html").read_text()
+    assert set(ours) == set(theirs) == {"ada", "bob", "cy", "dee", "eve", "fay"}
+    for student, row in theirs.items():
+        final = float(row["score"])
+        report = json.loads((folder / f"{student}.json").read_text())
+        assert report["final_score"] == pytest.approx(final), student
+        assert float(ours[student]["score"]) == pytest.approx(final), student
+        assert float(ours[student]["late_penalty"]) == pytest.approx(float(row["late_submission_penalty"]))
+        shown = f"{final:g} / 20"
+        assert shown in (folder / f"{student}.html").read_text() or report["status"] != "graded", student
+        assert f'href="{student}.html"' in summary and shown in summary, student
+        assert any(line.split()[:1] == [student] and shown in line for line in table.splitlines()), student
+    assert float(theirs["bob"]["score"]) == pytest.approx(reports["bob"]["score"] + 0.5)
+    assert float(theirs["cy"]["raw_score"]) == 20 and float(theirs["cy"]["score"]) == 0
+    assert "late penalty -20" in (folder / "cy.html").read_text()
+    assert "hand grading +0.5" in (folder / "bob.html").read_text()

@@ -205,3 +205,13 @@ def test_a_report_names_its_schema_version_and_refuses_another(tiny, tmp_path):
     path.write_text(json.dumps({**data, "schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(ReportFormatError, match="schema version"):
         GradeReport.read_json(path)
+
+
+def test_a_renamed_function_is_named_in_the_feedback(tiny):
+    report = grade(tiny, "renamed", {"double": 'def doubled(x):\n    return 2 * x'})
+    result = {test.id: test for test in report.tests}["test_double"]
+    assert result.status != "passed"
+    assert "does not define" in result.message and "defines `doubled` instead" in result.message
+    report = grade(tiny, "missing", {"double": 'def something_else(x):\n    return 2 * x'})
+    message = {test.id: test for test in report.tests}["test_double"].message
+    assert "does not define" in message and "instead" not in message

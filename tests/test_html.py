@@ -141,3 +141,29 @@ def test_a_wrong_error_curve_is_drawn_against_the_reference(tmp_path):
     dom = browse(page, tmp_path / "profile", "--dump-dom").stdout
     section = dom.split('id="test_difference_errors"')[1].split("</section>")[0]
     assert section.count("<polyline") == 2
+
+
+def test_the_class_summary_groups_undiagnosed_failures_counts_untouched_notebooks_and_links_pages():
+    from autograder.html import class_page
+    from autograder.report import FinalScore, GradeReport, TestResult
+
+    def report(student, message, diagnosis=None, final=None):
+        tests = [TestResult("test_a", 0, 2, "failed", message, diagnosis, title="Exercise 1 — A"),
+                 TestResult("test_b", 1, 1, "passed", title="Exercise 2 — B")]
+        return GradeReport("ps", "ps", student=student, tests=tests, final=final)
+
+    untouched = GradeReport("ps", "ps", student="ned", tests=[
+        TestResult("test_a", 0, 2, "failed", "a is not implemented yet."),
+        TestResult("test_b", 0, 1, "failed", "b is not implemented yet.")])
+    page = class_page([
+        report("ada", "a(x) returned 3.25 for x of shape (5,); expected 6.5. Check the factor."),
+        report("bob", "a(x) returned -1e+30 for x of shape (7,); expected 2. Check the factor."),
+        report("cy", "wrong", diagnosis="dividing by n - 1", final=FinalScore(raw_score=3, late_penalty=1)),
+        untouched,
+    ])
+    rows = re.findall(r"<tr><td>Exercise 1 — A</td><td>(.*?)</td><td>(\d+)</td></tr>", page)
+    assert ("a(x) returned … for x of shape (…,); expected ….", "2") in rows
+    assert ("Likely mistake: dividing by n - 1", "1") in rows
+    assert "1 untouched notebooks" in page and "ned" in page
+    assert all(f'href="{name}.html"' in page for name in ("ada", "bob", "cy", "ned"))
+    assert "2 / 3" in page and "late penalty -1" in page  # cy's final score, and why

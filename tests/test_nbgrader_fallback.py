@@ -1,4 +1,6 @@
-"""The course stays usable with plain nbgrader: `nbgrader autograde` grades it too."""
+"""The course stays usable with plain nbgrader: with nbgrader's own autograde steps restored
+(tests in the student's kernel), `nbgrader autograde` grades it too.  (The course's own
+configuration grades with our engine behind nbgrader's commands: tests/test_nbgrader_autograde.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import nbformat
 import pytest
 
 from autograder.catalogue import solution_answers, with_answers
+from autograder.integrations.autograde import write_plain_nbgrader_config
 from autograder.notebook import read_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +35,7 @@ def nbgrader(*args: str, cwd: Path) -> None:
 def test_nbgrader_autograde_grades_the_course(tmp_path, student, full_marks):
     from nbgrader.api import Gradebook
 
-    shutil.copy(ROOT / "nbgrader_config.py", tmp_path)
+    write_plain_nbgrader_config(ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
     shutil.copytree(ROOT / "source" / PS, tmp_path / "source" / PS)
     nbgrader("generate_assignment", PS, "--force", cwd=tmp_path)
     nbgrader("db", "student", "add", student, cwd=tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import difflib
 import functools
 import io
 import re
@@ -395,9 +396,30 @@ class _TestRunner:
                 return FAILED, (f"The test needs `{name}`, but it is {self._unsupported[name]}, "
                                 "which the grader cannot read. Use numbers, arrays or lists.")
             return FAILED, (f"The test uses `{name}`, which your notebook does not define. "
-                            "Check its spelling, and that its cell runs without errors.")
+                            + _defined_instead(name, self._student_cells))
         return FAILED, (f"The test could not use your result: {type(error).__name__}: {error}. "
                         "Check the type and shape of what your function returns.")
+
+
+def _defined_instead(name: str, student_cells: dict[str, str]) -> str:
+    """What to say about a name the tests need and the notebook lacks: the name the student's
+    answer cells define instead, when one is close (a renamed function)."""
+    defined: set[str] = set()
+    for source in student_cells.values():
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+    close = difflib.get_close_matches(name, sorted(defined), n=1, cutoff=0.6)
+    if close:
+        return (f"Your notebook defines `{close[0]}` instead: keep the name `{name}` that the exercise gives "
+                "(the tests call the function by that name).")
+    return "Check its spelling, and that its cell runs without errors."
 
 
 def _student_error_message(error: StudentError) -> str:

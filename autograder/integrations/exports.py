@@ -27,10 +27,16 @@ def write_grades_csv(reports: list[GradeReport], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", "status", "score", "max_score", *exercises, "seed", "note"])
+        # score is the final score, as nbgrader export gives it (raw_score less the late penalty);
+        # tests is what the tests gave, raw_score the same with hand grades in their place.
+        writer.writerow(["student", "status", "score", "max_score", "tests", "raw_score", "late_penalty",
+                         *exercises, "seed", "note"])
         for report in reports:
             points = {test.id: test.points for test in report.tests}
-            writer.writerow([report.student, report.status, f"{report.score:g}", f"{report.max_score:g}",
+            final = report.final
+            writer.writerow([report.student, report.status, f"{report.final_score:g}", f"{report.max_score:g}",
+                             f"{report.score:g}", f"{final.raw_score if final else report.score:g}",
+                             f"{final.late_penalty if final else 0:g}",
                              *(f"{points[e]:g}" if e in points else "" for e in exercises),
                              report.seed, report.error or ""])
 

@@ -42,7 +42,7 @@ from autograder.notebook import (
     split_hidden_tests,
     strip_solution_markers,
 )
-from autograder.report import PASSED, GradeReport
+from autograder.report import PASSED, FinalScore, GradeReport
 
 
 class GradebookError(AutograderError):
@@ -198,14 +198,20 @@ class GradebookWriter:
                 grade.needs_manual_grade = grade.manual_score is None
             else:
                 grade.auto_score = result.points
-                # As nbgrader does: a score someone already overrode is flagged for review again.
-                grade.needs_manual_grade = grade.manual_score is not None or not graded
+                # As nbgrader does: a score someone already overrode is flagged for review again;
+                # and so is a hand-in graded with a note (one of several notebooks).
+                grade.needs_manual_grade = grade.manual_score is not None or not graded or bool(report.notes)
             kept = grade.manual_score if grade.manual_score is not None else grade.auto_score
             score += kept or 0.0
         for comment in notebook.comments:
             comment.auto_comment = self._comment(self._cell_names.get(comment.cell_id), report)
         notebook.late_submission_penalty = self._late_penalty(student, score, submission.total_seconds_late)
         gradebook.db.commit()
+        # What nbgrader export will say, for every output we write (see GradeReport.final).
+        report.final = FinalScore(
+            raw_score=float(submission.score), late_penalty=float(submission.late_submission_penalty or 0.0),
+            manual_adjustment=float(submission.score) - report.score,
+            needs_manual_grade=bool(submission.needs_manual_grade))
 
     def _timestamp(self, text: str | None, student: str) -> Any:
         """The submission time of ``timestamp.txt`` (read with the hand-in, never by path here)."""
@@ -228,21 +234,7 @@ class GradebookWriter:
         return None if penalty is None else min(max(penalty, 0), score)
 
     def _comment(self, answer_id: str | None, report: GradeReport) -> str | None:
-        """The feedback of the tests that check this answer cell, one line each."""
-        if report.status != "graded":
-            return f"Not graded: {report.error}"
-        lines = []
-        for test in report.tests:
-            if self._answer_of_test.get(test.id) != answer_id:
-                continue
-            if test.status == PASSED:
-                lines.append(f"{test.name}: passed ({test.points:g}/{test.max_points:g}).")
-            else:
-                named = f" Likely mistake: {test.diagnosis}." if test.diagnosis else ""
-                lines.append(f"{test.name}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
-        problems = [f"Running this cell failed: {problem.message}" for problem in report.cell_problems
-                    if problem.cell == answer_id]
-        return "\n".join(problems + lines) or None
+        return answer_comment(self._answer_of_test, answer_id, report)
 
     def _write_autograded(self, report: GradeReport, submission: Submission) -> None:
         target = self.target.autograded / submission.student / self.ps
@@ -300,31 +292,89 @@ def _without_hidden_tests(source: str) -> str:
     return "\n".join(kept)
 
 
+def answer_comment(answer_of_test: dict[str, str], answer_id: str | None, report: GradeReport) -> str | None:
+    """The feedback of the tests that check the answer cell ``answer_id``, one line each: the
+    comment formgrader shows beside that cell."""
+    if report.status != "graded":
+        return f"Not graded: {report.error}"
+    lines = list(report.notes) if answer_id == _first_answer(answer_of_test) else []
+    for test in report.tests:
+        if answer_of_test.get(test.id) != answer_id:
+            continue
+        if test.status == PASSED:
+            lines.append(f"{test.name}: passed ({test.points:g}/{test.max_points:g}).")
+        else:
+            named = f" Likely mistake: {test.diagnosis}." if test.diagnosis else ""
+            lines.append(f"{test.name}: {test.points:g}/{test.max_points:g}. {test.message.strip()}{named}")
+    problems = [f"Running this cell failed: {problem.message}" for problem in report.cell_problems
+                if problem.cell == answer_id]
+    return "\n".join(problems + lines) or None
+
+
+def _first_answer(answer_of_test: dict[str, str]) -> str | None:
+    """The answer cell whose comment carries the notes about the whole hand-in."""
+    return next(iter(answer_of_test.values()), None)
+
+
+def feedback_comments(source_path: Path, report: GradeReport) -> dict[str, str | None]:
+    """Each answer cell's comment (see :func:`answer_comment`), by the cell's id."""
+    source = read_notebook(source_path)
+    answer_of_test = _answer_cell_of_each_test(source)
+    answers = [grade_id(cell) for cell in source.cells if nbgrader_metadata(cell).get("solution") and grade_id(cell)]
+    return {answer: answer_comment(answer_of_test, answer, report) for answer in answers if answer}
+
+
+def _graded_cell(cell: Any, source_cell: Any, results: dict[str, Any], problems: dict[str, list[str]],
+                 report: GradeReport, answer: str | None) -> dict[str, Any]:
+    """One cell as an autograded notebook shows it: the student's answer, or the instructor's
+    cell without solutions and hidden tests, with the verdict as the output."""
+    meta = nbgrader_metadata(cell)
+    cell_id = grade_id(cell)
+    new = {"cell_type": cell.cell_type, "metadata": dict(cell.get("metadata", {})), "source": cell.source}
+    if meta.get("solution") and cell_id:
+        new["source"] = answer if answer is not None else cell.source
+    elif cell.cell_type == "code":
+        new["source"] = strip_solution_markers(_without_hidden_tests(source_cell.source))
+    if cell.cell_type == "code":
+        new["execution_count"] = None
+        new["outputs"] = _outputs(results.get(cell_id or ""), problems.get(cell_id or "", []), report)
+    if "id" in cell:
+        new["id"] = cell["id"]
+    return new
+
+
+def _problems_by_cell(report: GradeReport) -> dict[str, list[str]]:
+    problems: dict[str, list[str]] = {}
+    for problem in report.cell_problems:
+        problems.setdefault(problem.cell, []).append(problem.message)
+    return problems
+
+
 def autograded_notebook(source: Any, report: GradeReport, answers: dict[str, str]) -> dict[str, Any]:
     """The notebook formgrader and ``generate_feedback`` read: the source's cells, the student's
     answers, and each test cell's verdict as its output.  No solution, no hidden test code."""
     results = {test.id: test for test in report.tests}
-    problems: dict[str, list[str]] = {}
-    for problem in report.cell_problems:
-        problems.setdefault(problem.cell, []).append(problem.message)
-    cells = []
-    for cell in source.cells:
-        meta = nbgrader_metadata(cell)
-        cell_id = grade_id(cell)
-        new = {"cell_type": cell.cell_type, "metadata": dict(cell.get("metadata", {})),
-               "source": cell.source}
-        if meta.get("solution") and cell_id:
-            new["source"] = answers.get(cell_id, "")
-        elif cell.cell_type == "code":
-            new["source"] = strip_solution_markers(_without_hidden_tests(cell.source))
-        if cell.cell_type == "code":
-            new["execution_count"] = None
-            new["outputs"] = _outputs(results.get(cell_id or ""), problems.get(cell_id or "", []), report)
-        if "id" in cell:
-            new["id"] = cell["id"]
-        cells.append(new)
+    problems = _problems_by_cell(report)
+    cells = [_graded_cell(cell, cell, results, problems, report, answers.get(grade_id(cell) or "", ""))
+             for cell in source.cells]
     return {"nbformat": 4, "nbformat_minor": source.get("nbformat_minor", 5),
             "metadata": dict(source.get("metadata", {})), "cells": cells}
+
+
+def apply_report(notebook: Any, report: GradeReport, source: Any) -> None:
+    """Make nbgrader's sanitized notebook (in ``nbgrader autograde``) what
+    :func:`autograded_notebook` makes: the student's answers as they are, each test cell's
+    verdict as its output, and no hidden test code (each instructor cell is taken from
+    ``source``, the notebook the report was graded against, whatever nbgrader restored)."""
+    import nbformat
+
+    results = {test.id: test for test in report.tests}
+    problems = _problems_by_cell(report)
+    instructor = {grade_id(cell): cell for cell in source.cells if grade_id(cell)}
+    for index, cell in enumerate(notebook.cells):
+        cell_id = grade_id(cell)
+        source_cell = instructor.get(cell_id or "", cell)
+        notebook.cells[index] = nbformat.from_dict(_graded_cell(cell, source_cell, results, problems, report, None))
 
 
 def _outputs(result: Any, problems: list[str], report: GradeReport) -> list[dict[str, Any]]:
@@ -338,6 +388,12 @@ def _outputs(result: Any, problems: list[str], report: GradeReport) -> list[dict
     if report.status != "graded":
         text = f"Not graded: {report.error}"
         outputs.append({"output_type": "error", "ename": "NotGraded", "evalue": text, "traceback": [text]})
+    elif result.status != PASSED and result.points > 0:
+        # Partial credit, as nbgrader reads it: a number as the cell's result, no error.
+        lines = [result.message.strip()] + ([f"Likely mistake: {result.diagnosis}"] if result.diagnosis else [])
+        outputs.append({"output_type": "execute_result", "execution_count": None, "metadata": {},
+                        "data": {"text/plain": f"{result.points:g}"}})
+        outputs.append({"output_type": "stream", "name": "stdout", "text": "\n".join(lines) + "\n"})
     elif result.status != PASSED:
         lines = [result.message.strip()] + ([f"Likely mistake: {result.diagnosis}"] if result.diagnosis else [])
         outputs.append({"output_type": "error", "ename": result.status.capitalize(),
