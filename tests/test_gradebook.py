@@ -256,13 +256,26 @@ def exported_cells(course: Path) -> set[str]:
 
 
 def test_every_output_shows_the_gradebooks_final_score(graded_class):
-    """After grading, hand grading (without a regrade), a late hand-in's penalty and one
-    student regraded alone, nbgrader export, our CSV, the reports, the pages and the terminal
-    table agree on every student's final score, and the class summary still lists the class."""
+    """After grading, hand grading (without a regrade), a late hand-in's penalty, an extension
+    given after grading, a hand-in of two notebooks and one student regraded alone, nbgrader
+    export, our CSV, the reports, the pages and the terminal table agree on every student's
+    final score, and the class summary still lists the class."""
     from nbgrader.api import Gradebook
 
     course, reports, _ = graded_class
     url = f"sqlite:///{course / 'gradebook.db'}"
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    solution = with_answers(release, solution_answers(source))
+    # Two more hand-ins: gus is a day late and gets an extension after grading; hal worked in a
+    # copy of the notebook and left the named one untouched.
+    write_submission(course, "gus", solution, "2026-01-11 17:00:00 UTC")
+    write_submission(course, "hal", release, "2026-01-09 12:00:00 UTC")
+    nbformat.write(solution, course / "submitted" / "hal" / PS / f"{PS}-Copy1.ipynb")
+    result = autograder("grade", PS, cwd=course)
+    assert result.returncode == 3, result.stdout + result.stderr
+    with Gradebook(url, "math-for-ml") as gradebook:
+        gradebook.grant_extension(PS, "gus", days=3)
     first = reports["bob"]["tests"][0]
     with Gradebook(url, "math-for-ml") as gradebook:  # a hand grade in formgrader: bob gets 0.5 more
         grade = gradebook.find_grade(first["id"], PS, PS, "bob")
@@ -280,7 +293,7 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
         ours = {row["student"]: row for row in csv.DictReader(handle)}
     theirs = exported(course)
     summary = (folder / "index.html").read_text()
-    assert set(ours) == set(theirs) == {"ada", "bob", "cy", "dee", "eve", "fay"}
+    assert set(ours) == set(theirs) == {"ada", "bob", "cy", "dee", "eve", "fay", "gus", "hal"}
     for student, row in theirs.items():
         final = float(row["score"])
         report = json.loads((folder / f"{student}.json").read_text())
@@ -295,3 +308,8 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
     assert float(theirs["cy"]["raw_score"]) == 20 and float(theirs["cy"]["score"]) == 0
     assert "late penalty -20" in (folder / "cy.html").read_text()
     assert "hand grading +0.5" in (folder / "bob.html").read_text()
+    assert float(theirs["gus"]["late_submission_penalty"]) == 0 and float(theirs["gus"]["score"]) == 20
+    assert float(theirs["hal"]["score"]) == 20
+    assert f"{PS}-Copy1.ipynb was graded" in (folder / "hal.html").read_text()
+    with Gradebook(url, "math-for-ml") as gradebook:  # and formgrader asks a person to look
+        assert gradebook.find_submission(PS, "hal").needs_manual_grade
