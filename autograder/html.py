@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
-from autograder.report import PASSED, TIMEOUT, GradeReport
+from autograder.report import PASSED, GradeReport
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;margin:2rem auto;
@@ -168,8 +168,6 @@ def student_page(report: GradeReport) -> str:
             section.append(f'<div class="message">{_e(test.message)}</div>')
         if test.diagnosis:
             section.append(f'<div class="diagnosis">Likely mistake: {_e(test.diagnosis)}</div>')
-        if status == TIMEOUT:
-            section.append('<div class="message">A loop that never ends is the usual cause.</div>')
         for figure in test.figures:
             section.append(line_chart(figure))
         if test.output.strip():

@@ -68,6 +68,22 @@ def test_an_infinite_loop_times_out_on_its_exercise_and_the_rest_is_graded(tiny)
     assert "did not finish within 3 seconds" in report.tests[0].message
 
 
+def test_a_loop_that_prints_without_end_is_told_to_print_less_not_to_end_its_loop(tiny):
+    # The worker is killed before its reply (and its output) can reach the grader: the notice it
+    # sends when the output passes the capture limit is what tells a flood from a silent loop.
+    flood = "def double(x):\n    while True:\n        print('step', x, 'value', 2 * x)"
+    report = grade(tiny, "flood", {"double": flood})
+    assert statuses(report) == {"test_double": TIMEOUT, "test_apply_twice": PASSED}
+    message = report.tests[0].message
+    assert "did not finish within 3 seconds" in message and "printed more than" in message, message
+    assert "never ends" not in message
+    # The same flood at the top level of an answer cell.
+    cell = "while True:\n    print('epoch loss', 0.5)\ndef double(x):\n    return 2 * x"
+    report = grade(tiny, "flood_cell", {"double": cell})
+    problems = " ".join(problem.message for problem in report.cell_problems)
+    assert "printed more than" in problems and "never ends" not in problems, problems
+
+
 def test_a_crashing_worker_costs_only_that_exercise(tiny):
     crash = "import os\ndef double(x):\n    os._exit(3)"
     report = grade(tiny, "crash", {"double": crash})

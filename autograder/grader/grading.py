@@ -382,7 +382,7 @@ class _TestRunner:
         failure = self._session.failure
         if isinstance(failure, WorkerTimedOut):
             return TIMEOUT, (f"Your code did not finish within {seconds(self._session.limits.cell_timeout)} "
-                             "in this test. Look for a loop that never ends.")
+                             f"in this test. {failure.advice}")
         if failure is not None:
             return ERROR, f"{failure} This happened while this test called your code."
         if isinstance(error, StudentError):

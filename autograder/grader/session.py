@@ -69,7 +69,20 @@ class WorkerFailure(Exception):
 
 
 class WorkerTimedOut(WorkerFailure):
-    pass
+    """The worker did not answer in time (and was killed).  ``printed`` is how many characters
+    the code had printed by then when that was past the capture limit (0 otherwise)."""
+
+    def __init__(self, message: str, printed: int = 0) -> None:
+        super().__init__(message)
+        self.printed = printed
+
+    @property
+    def advice(self) -> str:
+        """What to look for, for the student."""
+        if self.printed:
+            return (f"By then it had printed more than {self.printed:,} characters, and printing that much "
+                    "takes time: print less (for example every 1000th step), or nothing.")
+        return "Look for a loop that never ends."
 
 
 class ConfinementMissing(WorkerFailure):
@@ -132,6 +145,8 @@ class WorkerProcess:
         self.channel = wire.Channel(self._socket)
         self.channel.serve = serve
         self.channel.make_remote = make_remote
+        self.channel.notice = self._notice
+        self._printed = 0
         # Asked before any student code runs in this worker, so the answer is the worker's own.
         hello = self.request(messages.Hello(), max(deadline, time.monotonic() + 10)).value
         hello = hello if isinstance(hello, dict) else {}
@@ -140,15 +155,20 @@ class WorkerProcess:
         self.missing: dict[str, str] = {str(k): str(v) for k, v in missing.items()} if isinstance(missing, dict) else {}
 
     def request(self, message: messages.Message, deadline: float) -> messages.Reply:
+        self._printed = 0
         try:
             return self.channel.request(message, deadline)
         except wire.DeadlineExceeded:
             self.kill()
-            raise WorkerTimedOut("timed out") from None
+            raise WorkerTimedOut("timed out", self._printed) from None
         except (wire.PeerGone, wire.WireError, OSError) as problem:
             notice = self._death_notice(problem)  # before the kill, which would mask how it ended
             self.kill()
             raise WorkerFailure(notice) from None
+
+    def _notice(self, notice: messages.Notice) -> None:
+        if notice.kind == "output-cut":
+            self._printed = max(self._printed, notice.chars)
 
     def _death_notice(self, problem: Exception) -> str:
         code = self._launcher.exit_code(self.pid)
@@ -292,8 +312,7 @@ class WorkerSession:
             if self.out_of_time:
                 return (f"Your notebook used up its total time limit of {seconds(self.limits.submission_timeout)} "
                         f"in {where}.")
-            return (f"{where} did not finish within {seconds(self.limits.cell_timeout)}. "
-                    "Look for a loop that never ends.")
+            return f"{where} did not finish within {seconds(self.limits.cell_timeout)}. {failure.advice}"
         return f"{failure} (in {where})"
 
     def _request(self, message: messages.Message) -> messages.Reply:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autograder.wire.codec import MAX_MESSAGE_BYTES, DeadlineExceeded, Handle, PeerGone, WireError, decode, encode
-from autograder.wire.messages import Message, Reply, parse
+from autograder.wire.messages import Message, Notice, Reply, parse
 
 _LENGTH = struct.Struct("<Q")
 
@@ -33,6 +33,7 @@ class Channel:
         self._callable_ids: dict[int, int] = {}
         self.make_remote: Callable[[Handle], Any] | None = None
         self.serve: Callable[[Message], Reply] | None = None
+        self.notice: Callable[[Notice], None] | None = None
 
     # Handles ------------------------------------------------------------------------
     def register_callable(self, function: Callable[..., Any]) -> int:
@@ -86,6 +87,11 @@ class Channel:
         return parse(data), message_id
 
     # Calls --------------------------------------------------------------------------
+    def notify(self, message: Notice) -> None:
+        """Send a one-way notice to the peer, which is waiting for a reply."""
+        self.send(message, self._next_id)
+        self._next_id += 1
+
     def request(self, message: Message, deadline: float | None = None) -> Reply:
         """Send ``message`` and return the peer's reply, serving nested requests meanwhile."""
         request_id = self._next_id
@@ -97,6 +103,10 @@ class Channel:
                 if incoming_id != request_id:
                     raise WireError("a reply does not match the request")
                 return incoming
+            if isinstance(incoming, Notice):  # one-way: no answer
+                if self.notice is not None:
+                    self.notice(incoming)
+                continue
             if self.serve is None:
                 raise WireError(f"unexpected request {incoming.op!r}")
             self.send(self.serve(incoming), incoming_id)

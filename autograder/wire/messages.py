@@ -119,6 +119,16 @@ class Reply(Message):
         return cls(ok=False, error=ErrorInfo(kind, message, **extra))
 
 
+@dataclass(frozen=True)
+class Notice(Message):
+    """Worker to grader, with no answer: what the grader should know even if the worker is
+    killed before its reply.  ``output-cut``: the code printed more than ``chars`` characters."""
+
+    op: ClassVar[str] = "notice"
+    kind: str
+    chars: int = 0
+
+
 # ------------------------------------------------------------------- grader <-> template
 
 
@@ -168,7 +178,7 @@ class TemplateReply(Message):
 
 
 MESSAGES: dict[str, type[Message]] = {kind.op: kind for kind in (
-    ErrorInfo, Hello, Exec, Describe, Call, Shutdown, Callback, Reply, WorkerSettings, Spawn, Status,
+    ErrorInfo, Hello, Exec, Describe, Call, Shutdown, Callback, Reply, Notice, WorkerSettings, Spawn, Status,
     StopWorkers, TemplateReply)}
 
 

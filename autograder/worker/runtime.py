@@ -51,10 +51,11 @@ class GradingRefused(Exception):
 class _CappedText(io.TextIOBase):
     """A text stream that keeps at most ``MAX_CAPTURED_CHARS`` characters."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_cut: Callable[[], None] | None = None) -> None:
         self._parts: list[str] = []
         self._size = 0
         self.truncated = False
+        self._on_cut = on_cut
 
     def writable(self) -> bool:
         return True
@@ -62,6 +63,7 @@ class _CappedText(io.TextIOBase):
     def write(self, text: str) -> int:
         text = str(text)
         room = MAX_CAPTURED_CHARS - self._size
+        was_truncated = self.truncated
         if room <= 0:
             self.truncated = True
         else:
@@ -69,6 +71,8 @@ class _CappedText(io.TextIOBase):
             self._parts.append(kept)
             self._size += len(kept)
             self.truncated |= len(kept) < len(text)
+        if self.truncated and not was_truncated and self._on_cut is not None:
+            self._on_cut()  # the grader learns it now, in case the flood never ends
         return len(text)
 
     def getvalue(self) -> str:
@@ -190,7 +194,7 @@ class Runtime:
         return messages.Reply.failure("ProtocolError", f"unexpected request {message.op!r}")
 
     def _captured(self, action: Callable[[], Any]) -> messages.Reply:
-        stdout, stderr = _CappedText(), _CappedText()
+        stdout, stderr = _CappedText(self._output_cut), _CappedText(self._output_cut)
         self._modified: list[str] = []
         value, error = None, None
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -204,6 +208,12 @@ class Runtime:
                 error = _error_payload(failure)
         return messages.Reply(ok=error is None, value=value, error=error, stdout=stdout.getvalue(),
                               stderr=stderr.getvalue(), modified=self._modified)
+
+    def _output_cut(self) -> None:
+        try:
+            self.channel.notify(messages.Notice("output-cut", MAX_CAPTURED_CHARS))
+        except (OSError, wire.WireError):
+            pass  # the grader is gone; nothing to tell
 
     def _sendable(self, value: Any) -> Any:
         try:
