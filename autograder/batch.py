@@ -248,9 +248,23 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
             try:
                 report = grade_submission(source, submission, limits=limits, launcher=launcher, seed=seed)
             except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-                report = not_graded_submission(source, submission, f"The grader failed on this notebook: {error}")
+                report = grader_fault(source, submission, error)
             # With its peak memory so far: the grader's own, not its workers'.
             results.put((index, report.to_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+
+
+GRADER_FAULT = ("The grader itself failed on this notebook, so it was not graded: this says nothing about "
+                "your work. Your instructor has the details; grading it again is safe.")
+
+
+def grader_fault(source: SourceNotebook, submission: Submission, error: BaseException | str,
+                 seed: int | None = None) -> GradeReport:
+    """The report of a hand-in the grader failed on.  Students read reports: the details (an
+    exception, a server path, a cluster address) go to the instructor's log, not into it."""
+    detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    logging.getLogger("autograder").error("grading %s/%s failed: %s", submission.student, submission.ps, detail,
+                                          exc_info=None if isinstance(error, str) else error)
+    return not_graded_submission(source, submission, GRADER_FAULT, seed=seed)
 
 
 def not_graded_submission(source: SourceNotebook, submission: Submission, reason: str,

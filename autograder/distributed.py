@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import socket
@@ -38,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import autograder
-from autograder.batch import HandIn, Submission, grade_class, grade_hand_in, not_graded_submission
+from autograder.batch import (
+    GRADER_FAULT,
+    HandIn,
+    Submission,
+    grade_class,
+    grade_hand_in,
+    grader_fault,
+    not_graded_submission,
+)
 from autograder.errors import AutograderError
 from autograder.grader.launcher import Launcher
 from autograder.notebook import SourceNotebook
@@ -158,7 +167,7 @@ def grade_on_worker(source: tuple[str, bytes], hand_in: HandIn, student: str, ps
         with state.borrowed_launcher() as launcher:
             report = grade_hand_in(source_notebook, submission, hand_in, limits=limits, launcher=launcher, seed=seed)
     except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-        report = not_graded_submission(source_notebook, submission, f"The grader failed on this notebook: {error}")
+        report = grader_fault(source_notebook, submission, error)
     state.graded.append({"student": student, "ps": ps, "status": report.status, "score": report.score,
                          "pid": os.getpid(), "host": socket.gethostname(),
                          "seconds": round(time.monotonic() - started, 3)})
@@ -257,10 +266,12 @@ def _task_failure(future: Any) -> str:
     if isinstance(error, KilledWorker):
         attempts = int(error.allowed_failures) + 1 if isinstance(error.allowed_failures, int) else 1
         last = getattr(error.last_worker, "address", error.last_worker)
+        logging.getLogger("autograder").error("a cluster worker died grading a notebook (%d attempts, the last on %s)",
+                                              attempts, last)
         return (f"The cluster worker grading this notebook died while grading it ({attempts} attempt"
-                f"{'' if attempts == 1 else 's'}, the last on {last}), so it was not graded. "
-                "Grading it again is safe.")
-    return f"The grader failed on this notebook on the cluster: {type(error).__name__}: {error}"
+                f"{'' if attempts == 1 else 's'}), so it was not graded. Grading it again is safe.")
+    logging.getLogger("autograder").error("grading a notebook on the cluster failed: %s: %s", type(error).__name__, error)
+    return GRADER_FAULT
 
 
 class DaskCluster:
@@ -314,8 +325,7 @@ class DaskCluster:
                     else:
                         report = not_graded_submission(source, submissions[index], _task_failure(future))
                 except Exception as error:  # noqa: BLE001 - one submission never stops the batch
-                    report = not_graded_submission(source, submissions[index],
-                                            f"The cluster's result for this notebook could not be read: {error}")
+                    report = grader_fault(source, submissions[index], f"the cluster's result could not be read: {error}")
                 future.release()
                 yield index, report
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -135,3 +136,32 @@ def test_a_hand_in_with_several_notebooks_is_graded_on_the_one_with_the_work(tin
     shutil.move(tiny.submission("all"), folder / "tiny.ipynb")
     report = grade_hand_in(tiny.source, submission, submission.read(), limits=tiny.limits, launcher=None)
     assert report.score == 3 and "tiny.ipynb was graded" in report.notes[0]
+
+
+def test_when_the_grader_itself_fails_the_student_reads_no_server_detail(tiny, monkeypatch, capfd):
+    """A fault of the grader (here an error naming a server path) is a not-graded report that
+    says it is not a verdict on the work; the detail goes to the instructor's terminal."""
+    import autograder.batch as batch
+    from autograder.html import student_page
+
+    secret = "/srv/course-7f3a/instructor/hidden_tests.db"
+
+    def broken(*args, **kwargs):
+        raise OSError(2, "No such file or directory", secret)
+
+    folder = tiny.folder / "submitted" / "ada" / "tiny"
+    folder.mkdir(parents=True)
+    shutil.move(tiny.submission("work"), folder / "tiny.ipynb")
+    monkeypatch.setattr(batch, "grade_submission", broken)  # the grading processes are forked from here
+    # As in the terminal (pytest's own log capture would keep the grading process's record).
+    terminal = logging.StreamHandler(sys.stderr)
+    logging.getLogger("autograder").addHandler(terminal)
+    monkeypatch.setattr(logging.getLogger("autograder"), "propagate", False)
+    [report] = batch.grade_batch(tiny.path, [batch.Submission("ada", "tiny", folder)], tiny.folder / "reports",
+                                 limits=tiny.limits, jobs=1)
+    assert report.status != "graded"
+    written = (tiny.folder / "reports" / "ada.json").read_text() + student_page(report)
+    assert batch.GRADER_FAULT in written
+    assert secret not in written and "OSError" not in written and "Traceback" not in written
+    logging.getLogger("autograder").removeHandler(terminal)
+    assert secret in capfd.readouterr().err  # the instructor is told what happened

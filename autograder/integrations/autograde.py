@@ -21,7 +21,6 @@ command graded.  Late penalties stay nbgrader's (``AssignLatePenalties`` runs as
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ from autograder.report import GradeReport
 
 REPORT_KEY = "autograder_report"  # where GradeWithEngine leaves the report for later steps
 
-_log = logging.getLogger(__name__)
 _launcher_lock = threading.Lock()
 _launcher: Any = None
 
@@ -114,10 +112,9 @@ class GradeWithEngine(Preprocessor):
             report = grade_hand_in(source, submission, submission.read(), limits=course.limits(),
                                    launcher=_shared_launcher())
         except Exception as error:  # noqa: BLE001 - a hand-in never stops nbgrader's batch
-            from autograder.batch import not_graded_submission
+            from autograder.batch import grader_fault
 
-            _log.exception("grading %s/%s failed", student, ps)
-            report = not_graded_submission(source, submission, f"The grader failed on this notebook: {error}")
+            report = grader_fault(source, submission, error)
         write_student_files(report, reports, student)
         write_class_summary(reports)
         apply_report(nb, report, read_notebook(course.source_notebook(ps)))
