@@ -313,3 +313,47 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
     assert f"{PS}-Copy1.ipynb was graded" in (folder / "hal.html").read_text()
     with Gradebook(url, "math-for-ml") as gradebook:  # and formgrader asks a person to look
         assert gradebook.find_submission(PS, "hal").needs_manual_grade
+
+
+def test_a_student_whose_rows_fail_costs_only_that_student(tmp_path, monkeypatch):
+    """A failure halfway through one student's rows undoes its scores only (the report stays on
+    disk for the next run), and the students before and after it reach the gradebook."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from autograder.batch import Submission
+    from autograder.course import Course
+    from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
+    from autograder.report import GradeReport
+
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    for student in ("ada", "bob", "cy"):
+        write_submission(course, student, with_answers(release, solution_answers(source)), None)
+    result = autograder("grade", PS, "--no-gradebook", cwd=course)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    target = GradebookTarget.for_course(Course(course), course / "submitted", None)
+    with GradebookWriter(Course(course), PS, target) as writer:
+        real_penalty = writer._late_penalty
+
+        def failing_for_bob(student, score, seconds_late):
+            if student == "bob":  # after bob's submission and grades were written in the session
+                raise RuntimeError("disk full")
+            return real_penalty(student, score, seconds_late)
+
+        monkeypatch.setattr(writer, "_late_penalty", failing_for_bob)
+        for student in ("ada", "bob", "cy"):
+            report = GradeReport.read_json(course / "reports" / PS / f"{student}.json")
+            writer.record(report, Submission(student, PS, course / "submitted" / student / PS))
+    assert writer.warnings == ["bob: not recorded in the gradebook: disk full"]
+    with Gradebook(target.db_url) as gradebook:
+        assert gradebook.find_submission(PS, "ada").score == 20
+        assert gradebook.find_submission(PS, "cy").score == 20
+        try:
+            assert gradebook.find_submission(PS, "bob").score == 0
+        except MissingEntry:
+            pass

@@ -99,6 +99,15 @@ def register_assignment(course: Course, ps: str, target: GradebookTarget) -> Non
             ) from None
 
 
+def _import_nbgrader() -> None:
+    """Import nbgrader without the part of its import time nothing here uses: jsonschema
+    (through nbformat) compiles a grammar for checking IRIs when the optional ``rfc3987-syntax``
+    package is installed, which is half of nbgrader's import time."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    import nbgrader.api  # noqa: F401
+
+
 class GradebookWriter:
     """Writes reports to the gradebook as they arrive; one open session for a whole batch."""
 
@@ -114,6 +123,7 @@ class GradebookWriter:
 
     # Session ------------------------------------------------------------------------------
     def __enter__(self) -> GradebookWriter:
+        _import_nbgrader()
         from nbgrader.api import Gradebook, MissingEntry
         from nbgrader.preprocessors import AssignLatePenalties
 
