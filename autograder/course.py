@@ -33,15 +33,15 @@ class Course:
     root: Path
 
     @classmethod
-    def find(cls, start: Path | None = None) -> Course:
-        """The course containing ``start`` (default: the working directory), or the one this
-        package was installed from."""
+    def find(cls, start: Path | None = None, *, installed: bool = True) -> Course:
+        """The course containing ``start`` (default: the working directory), or (unless
+        ``installed`` is false) the one this package was installed from."""
         here = (start or Path.cwd()).resolve()
         for candidate in (here, *here.parents):
             if (candidate / CONFIG_FILE).is_file() and (candidate / "source").is_dir():
                 return cls(candidate)
         packaged = Path(__file__).resolve().parent.parent
-        if (packaged / CONFIG_FILE).is_file() and (packaged / "source").is_dir():
+        if installed and (packaged / CONFIG_FILE).is_file() and (packaged / "source").is_dir():
             return cls(packaged)
         raise CourseError(
             f"No course found: no folder above {here} has {CONFIG_FILE} and source/. "
