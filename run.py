@@ -41,6 +41,53 @@ def ensure_environment() -> None:
     STAMP.write_text(wanted)
 
 
+LAB = ROOT / "lab"
+LAB_BUILD = ROOT / "autograder" / "lab" / "labextension"
+LAB_NAME = "autograder-lab"
+
+
+def _lab_sources_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted([LAB / "package.json", LAB / "package-lock.json", LAB / "tsconfig.json",
+                        *LAB.glob("src/*"), *LAB.glob("style/*")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_lab_extension() -> None:
+    """Build the JupyterLab extension (the Check button) with npm when its sources changed, and
+    put it where this environment's JupyterLab and Jupyter server find it."""
+    stamp = LAB_BUILD / ".built-from"
+    wanted = _lab_sources_digest()
+    if not (stamp.is_file() and stamp.read_text().strip() == wanted):
+        npm, node = shutil.which("npm"), shutil.which("node")
+        if not (npm and node):
+            print("Note: Node.js and npm are not installed, so JupyterLab's Check button is not built. Install "
+                  "them (for example `sudo apt-get install nodejs npm`) and run this again.", flush=True)
+            return
+        print("Building the JupyterLab extension (npm; a minute the first time) ...", flush=True)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=LAB, check=True)
+        subprocess.run([node, "node_modules/typescript/bin/tsc", "-p", "."], cwd=LAB, check=True)
+        core = subprocess.run([str(BIN / "python"), "-c", "import jupyterlab, os; "
+                               "print(os.path.join(os.path.dirname(jupyterlab.__file__), 'staging'))"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run([node, "node_modules/@jupyterlab/builder/lib/build-labextension.js", "--core-path", core, "."],
+                       cwd=LAB, check=True, stdout=subprocess.DEVNULL)
+        stamp.write_text(wanted)
+    # As pip would place a prebuilt extension, and enable the server half.
+    labextensions = VENV / "share" / "jupyter" / "labextensions"
+    labextensions.mkdir(parents=True, exist_ok=True)
+    link = labextensions / LAB_NAME
+    if not link.is_symlink():
+        if link.exists():
+            shutil.rmtree(link)
+        link.symlink_to(LAB_BUILD, target_is_directory=True)
+    server_config = VENV / "etc" / "jupyter" / "jupyter_server_config.d"
+    server_config.mkdir(parents=True, exist_ok=True)
+    (server_config / "autograder.json").write_text(
+        '{"ServerApp": {"jpserver_extensions": {"autograder.lab": true}}}\n')
+
+
 def _postgres_installed() -> bool:
     return bool(shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
@@ -72,6 +119,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     ensure_environment()
+    ensure_lab_extension()
     if command == "shell":
         print(f"source {BIN / 'activate'}")
         return 0

@@ -1,5 +1,6 @@
-"""The Check button's server half: a Jupyter server on loopback with the extension, asked as the
-lab extension asks it, and attacked with requests a browser extension would never send."""
+"""The Check button: JupyterLab on loopback with the extension, its server half asked as the lab
+extension asks it and attacked with requests a browser would never send, and the button itself
+pressed in headless Chromium."""
 
 from __future__ import annotations
 
@@ -34,8 +35,11 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, root: Path) -> None:
+        self.root = root
         self.port, self.token = free_port(), secrets.token_hex(16)
-        command = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+        # JupyterLab (with the lab extension, and its app reachable from the page for the test).
+        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+                   "--LabApp.expose_app_in_browser=True",
                    f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
                    "--ServerApp.jpserver_extensions={'autograder.lab': True}", "--allow-root",
                    # This package is installed from the course folder: only a course above a
@@ -109,6 +113,7 @@ def lab(tmp_path_factory):
         if cell.get("metadata", {}).get("nbgrader", {}).get("grade") and cell.cell_type == "code":
             cell.source = "pass"
     nbformat.write(edited, class_folder / "work" / "edited.ipynb")
+    nbformat.write(release, course / "untouched.ipynb")
     (root / "garbage.ipynb").write_text("{ not a notebook")
     server = Server(root)
     yield server, mistake
@@ -162,3 +167,88 @@ def test_hostile_requests_get_a_sentence_and_the_server_lives_on(lab):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code in (401, 403)
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None:
+        pytest.fail("Chromium is needed for the browser tests; `python3 run.py test` installs it.")
+    return found
+
+
+SHOTS = ROOT / "build" / "screenshots"
+
+
+def open_notebook(page, server: Server, path: str) -> None:
+    page.goto(f"http://127.0.0.1:{server.port}/lab/tree/{path}?token={server.token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+    page.wait_for_function("""path => { const app = window.jupyterapp; const widget = app && app.shell.currentWidget;
+        return widget && widget.context && widget.context.path === path && widget.context.isReady; }""",
+                           arg=path, timeout=60_000)
+
+
+def set_answer(page, grade_id: str, code: str) -> None:
+    """Type an answer the way an edit reaches the notebook's model, without saving."""
+    found = page.evaluate("""([id, code]) => {
+        const notebook = window.jupyterapp.shell.currentWidget.content;
+        for (const cell of notebook.widgets) {
+            const meta = cell.model.getMetadata('nbgrader');
+            if (meta && meta.grade_id === id) { cell.model.sharedModel.setSource(code); return true; }
+        }
+        return false;
+    }""", [grade_id, code])
+    assert found, grade_id
+
+
+def test_pressing_check_in_the_browser_grades_what_is_on_screen(lab):
+    from playwright.sync_api import sync_playwright
+
+    from autograder.catalogue import load_catalogue as catalogue
+
+    server, _ = lab
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    answers = solution_answers(source)
+    wrong = next(m for m in catalogue(ROOT / "source" / PS / "mistakes.toml") if m.cell == "central_difference")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            # A self-learner's release notebook in the course folder: one exercise right, one wrong,
+            # neither saved when Check is pressed.
+            open_notebook(page, server, "course/untouched.ipynb")
+            set_answer(page, "forward_difference", answers["forward_difference"])
+            set_answer(page, "central_difference", wrong.code)
+            page.locator(".jp-AutograderCheckButton:visible").click()
+            page.wait_for_selector(".jp-AutograderPanel-test", timeout=120_000)
+            panel = page.inner_text("#autograder-feedback")
+            page.screenshot(path=str(SHOTS / "lab-check-hidden.png"))
+            items = page.query_selector_all(".jp-AutograderPanel-test")
+            by_id = {item.get_attribute("data-test-id"): item.inner_text() for item in items}
+            scores = {item.get_attribute("data-test-id"): item.query_selector(".jp-AutograderPanel-points").inner_text()
+                      for item in items}
+            got, out_of = scores["test_forward_difference"].split(" / ")
+            assert got == out_of, scores
+            assert scores["test_central_difference"].split(" / ")[0] == "0", scores
+            central = [by_id["test_central_difference"]]
+            said = " ".join(central).lower()
+            assert all(phrase.lower() in said for phrase in wrong.feedback), said
+            assert "hidden tests (seed" in panel
+            # Clicking an exercise selects its cell.
+            page.click(".jp-AutograderPanel-test[data-test-id='test_central_difference'] button")
+            active = page.evaluate("""() => {
+                const nb = window.jupyterapp.shell.currentWidget.content;
+                return nb.widgets[nb.activeCellIndex].model.getMetadata('nbgrader').grade_id; }""")
+            assert "central" in active
+            # The edits were saved before grading: the file holds them.
+            saved = read_notebook(server.root / "course" / "untouched.ipynb")
+            assert any(cell.source == wrong.code for cell in saved.cells)
+
+            # A student with only the release: the panel says the hidden tests were not run.
+            open_notebook(page, server, f"student/work/{PS}.ipynb")
+            page.locator(".jp-AutograderCheckButton:visible").click()
+            page.wait_for_selector(".jp-AutograderPanel-visibleOnly", timeout=120_000)
+            page.screenshot(path=str(SHOTS / "lab-check-visible-only.png"))
+            assert "hidden tests are not on this machine" in page.inner_text("#autograder-feedback")
+        finally:
+            browser.close()
