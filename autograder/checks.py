@@ -770,3 +770,64 @@ def check_frequency(count: Any, trials: int, probability: Any, *, what: str = "y
             name, _, advice = description.partition(": ")
             diagnosis, best = Diagnosis(name, advice or "compare your procedure with the one in the explanation."), score
     _fail(message, diagnosis, hint)
+
+
+# ------------------------------------------------------------------ in a student's Jupyter kernel
+
+PASSED_LINE = ("✓ The visible checks in this cell passed. Hidden tests on other inputs run when you press "
+               "Check or hand the notebook in.")
+
+
+def _calls_a_check(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.Call) and _dotted(node.func).rpartition(".")[2] in _CHECK_NAMES
+               for node in ast.walk(tree))
+
+
+_CHECK_NAMES = frozenset(name for name in __all__ if name.startswith("check_"))
+
+
+def _failure_lines(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> list[str]:
+    """A failed check in a kernel: the sentence for the student, not a traceback through this module."""
+    lines = [f"\x1b[31m✗ {value}\x1b[0m"]
+    diagnosis = getattr(value, "diagnosis", None)
+    if diagnosis and diagnosis not in str(value):
+        lines.append(f"Likely mistake: {diagnosis}")
+    # IPython leaves showing it to the handler; shown as an error, so the cell still fails.
+    shell._showtraceback(etype, value, lines)
+    return lines
+
+
+def _after_cell(result: Any) -> None:
+    info = getattr(result, "info", None)
+    if getattr(result, "success", False) and info is not None and _calls_a_check(info.raw_cell or ""):
+        print(PASSED_LINE)
+
+
+def install_kernel_feedback() -> bool:
+    """In a Jupyter kernel (not in the autograder): a test cell that passes prints one line, and
+    a failed check shows its sentence without a traceback.  Returns whether it was installed."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return False
+    from IPython.core.interactiveshell import InteractiveShell
+
+    if not InteractiveShell.initialized():
+        return False
+    shell = InteractiveShell.instance()
+    if id(shell) in _feedback_installed:
+        return True
+    shell.set_custom_exc((CheckFailure,), _failure_lines)
+    shell.events.register("post_run_cell", _after_cell)
+    _feedback_installed.add(id(shell))
+    return True
+
+
+_feedback_installed: set[int] = set()
+
+
+install_kernel_feedback()
