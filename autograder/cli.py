@@ -21,7 +21,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from autograder import __version__
+from autograder import __version__, progress
 from autograder.batch import (
     already_graded,
     find_submissions,
@@ -90,6 +90,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             source = course.source(ps)
             report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
     print_report(report)
+    progress.remember(ps, report, hidden_tests=True)
     if args.json:
         report.write_json(Path(args.json))
     if args.html:
@@ -99,6 +100,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     if report.status != "graded":
         return EXIT_NOT_GRADED
     return EXIT_OK if report.all_passed else EXIT_TESTS_FAILED
+
+
+def cmd_progress(args: argparse.Namespace) -> int:
+    try:
+        known = _course(args).problem_sets()
+    except AutograderError:
+        known = []
+    rows = progress.overview(known)
+    if not rows:
+        print("No problem sets checked yet: press Check in a problem set's notebook, or run `autograder check`.")
+        return EXIT_OK
+    print(f"{'problem set':<28}{'best':>10}  {'when (UTC)':<20}{'last':>10}{'checks':>8}")
+    for row in rows:
+        if row.best is None:
+            state = "visible tests only" if row.visible_only_checks else "not checked yet"
+            print(f"{printable(row.ps):<28}{'':>10}  {state}")
+            continue
+        print(f"{printable(row.ps):<28}{f'{row.best:g}/{row.max_score:g}':>10}  {(row.best_at or '')[:16]:<20}"
+              f"{f'{row.last:g}':>10}{row.checks:>8}")
+    print(f"\nKept in {progress.data_dir() / progress.FILE}.")
+    return EXIT_OK
 
 
 def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: argparse.Namespace) -> int:
@@ -316,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", help="also write the audit as JSON to this file")
     audit.add_argument("--html", help="also write the audit as a web page to this file")
     audit.set_defaults(run=cmd_audit)
+
+    progress_command = commands.add_parser("progress", help="every problem set's best score so far, from your checks")
+    progress_command.set_defaults(run=cmd_progress)
 
     demo = commands.add_parser("demo", help="build the demo class and grade it")
     demo.add_argument("--out", default="demo-class", help="where to write it (default: ./demo-class)")

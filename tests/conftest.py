@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -14,6 +16,10 @@ from autograder.notebook import SourceNotebook
 from autograder.settings import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Checks record a learner's progress in their data directory: the suite's go to a folder of its
+# own (inherited by every command it runs), never to the home of whoever runs the tests.
+os.environ["AUTOGRADER_DATA_DIR"] = tempfile.mkdtemp(prefix="autograder-test-data-")
 
 
 def _orphaned_worker_processes() -> list[str]:

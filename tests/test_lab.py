@@ -125,6 +125,8 @@ def test_a_self_learner_gets_the_hidden_tests_verdict_and_the_named_mistake(lab)
     status, solved = server.check("course/solved.ipynb")
     assert status == 200, solved
     assert solved["mode"] == "hidden" and solved["hidden_tests_run"] and solved["problem_set"] == PS
+    [mine] = [row for row in solved["progress"] if row["ps"] == PS]
+    assert mine["best"] == 20 and mine["checks"] >= 1
     report = solved["report"]
     assert report["score"] == report["max_score"] == 20
     assert "Exercise" in solved["page"]
@@ -234,6 +236,9 @@ def test_pressing_check_in_the_browser_grades_what_is_on_screen(lab):
             said = " ".join(central).lower()
             assert all(phrase.lower() in said for phrase in wrong.feedback), said
             assert "hidden tests (seed" in panel
+            # The learner's progress, with this set's best so far.
+            best = page.inner_text(f".jp-AutograderPanel-progress tr[data-ps='{PS}'] .jp-AutograderPanel-best")
+            assert best.endswith("/ 20") and best != "not checked yet", best
             # Clicking an exercise selects its cell.
             page.click(".jp-AutograderPanel-test[data-test-id='test_central_difference'] button")
             active = page.evaluate("""() => {

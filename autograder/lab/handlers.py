@@ -8,13 +8,14 @@ import json
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from traitlets import Bool
 from traitlets.config import Configurable
 
+from autograder import progress
 from autograder.batch import MAX_NOTEBOOK_BYTES
 from autograder.course import Course, CourseError
 from autograder.errors import AutograderError
@@ -105,15 +106,23 @@ class Checker:
             tests = find_tests(notebook, data, installed_course=self.installed_course)
             report = grade_notebook(tests.source, data, notebook_name=notebook.name, seed=secrets.randbits(31),
                                     limits=tests.limits, launcher=self._warm_launcher())
+        progress.remember(tests.ps, report, hidden_tests=tests.mode == "hidden")
         if tests.mode == "visible":
             report.notes.insert(0, VISIBLE_ONLY)
         return {
+            "progress": [asdict(entry) for entry in progress.overview(self._problem_sets(notebook))],
             "mode": tests.mode,
             "hidden_tests_run": tests.mode == "hidden",
             "problem_set": tests.ps,
             "report": report.to_dict(),
             "page": student_page(report),
         }
+
+    def _problem_sets(self, notebook: Path) -> list[str]:
+        try:
+            return Course.find(notebook.parent, installed=self.installed_course).problem_sets()
+        except CourseError:
+            return []
 
     async def check_async(self, notebook: Path, data: bytes) -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.check, notebook, data)

@@ -34,7 +34,17 @@ interface Report {
   cell_problems: { cell: string; message: string }[];
 }
 
+interface Progress {
+  ps: string;
+  best: number | null;
+  max_score: number;
+  best_at: string | null;
+  checks: number;
+  visible_only_checks: number;
+}
+
 interface CheckResult {
+  progress: Progress[];
   mode: 'hidden' | 'visible';
   hidden_tests_run: boolean;
   problem_set: string;
@@ -129,8 +139,33 @@ class FeedbackPanel extends Widget {
     frame.srcdoc = result.page;
     details.appendChild(frame);
     nodes.push(details);
+    nodes.push(progressTable(result.progress));
     this.node.replaceChildren(...nodes);
   }
+}
+
+/** Every problem set's best score so far (checks with the hidden tests). */
+function progressTable(rows: Progress[]): HTMLElement {
+  const section = element('details', 'jp-AutograderPanel-progress');
+  section.open = true;
+  section.appendChild(element('summary', '', 'Your progress'));
+  const table = element('table', '');
+  for (const row of rows) {
+    const line = element('tr', '');
+    line.dataset.ps = row.ps;
+    line.appendChild(element('td', '', row.ps));
+    const best =
+      row.best !== null
+        ? `${points(row.best)} / ${points(row.max_score)}`
+        : row.visible_only_checks > 0
+          ? 'visible tests only'
+          : 'not checked yet';
+    line.appendChild(element('td', 'jp-AutograderPanel-best', best));
+    line.appendChild(element('td', '', row.best_at ? row.best_at.slice(0, 10) : ''));
+    table.appendChild(line);
+  }
+  section.appendChild(table);
+  return section;
 }
 
 /** Select and scroll to the cell whose nbgrader id is ``id``. */
