@@ -22,6 +22,7 @@ import symtable
 import threading
 import time
 import traceback
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +206,12 @@ def unsafe_test_names(source: SourceNotebook) -> list[str]:
     return problems
 
 
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str, name: str) -> types.CodeType:
+    """A test cell's code, compiled once per process (a batch grades the same cells again and again)."""
+    return compile(source, name, "exec")
+
+
 def grade_notebook(
     source: SourceNotebook,
     submission: Path | bytes,
@@ -313,7 +320,7 @@ class _TestRunner:
             return result
         try:
             namespace = self._namespace_for(step.source)
-            code = compile(step.source, f"<test {step.grade_id}>", "exec")
+            code = _compiled(step.source, f"<test {step.grade_id}>")
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
                     warnings.catch_warnings(), np.errstate(all="ignore"), checks.seeded(self._seed), \
                     checks.student_code(self._student_cells), checks.collecting_figures() as figures, \
