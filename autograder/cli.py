@@ -268,6 +268,80 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK if all(audit.passed for audit in audits) else EXIT_TESTS_FAILED
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from autograder.service import serve
+
+    course = _course(args)
+    if not course.problem_sets():
+        raise UsageError(f"{course.root} has no problem sets to serve.")
+    serve(course, host=args.host, port=args.port, limit_per_hour=args.limit)
+    return EXIT_OK
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from autograder.service import Tokens
+
+    course = _course(args)
+    students = list(args.student or [])
+    if args.roster:
+        from nbgrader.api import Gradebook
+
+        from autograder.integrations.gradebook import GradebookTarget
+
+        target = GradebookTarget.for_course(course, course.root / "submitted", None)
+        with Gradebook(target.db_url, target.course_id) as gradebook:
+            students += [student.id for student in gradebook.students]
+    if not students and not args.instructor:
+        raise UsageError("Name the students (--student ada --student bob), or --roster for nbgrader's, or --instructor.")
+    for who, token in Tokens(course).issue(sorted(set(students)), instructor=args.instructor).items():
+        print(f"{who}\t{token}")
+    print("Give each student their token; a new token replaces the old one. Only digests are kept "
+          f"({course.root / 'service' / 'tokens.json'}).", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import time
+    import urllib.error
+    import urllib.request
+
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        raise UsageError(f"There is no notebook {notebook}.")
+    ps = args.ps or notebook.stem
+    base = args.server.rstrip("/")
+    headers = {"Authorization": f"token {args.token}"}
+
+    def call(method: str, route: str, body: bytes | None = None) -> dict:
+        request = urllib.request.Request(base + route, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read()).get("message", "")
+            except ValueError:
+                message = ""
+            raise UsageError(message or f"The service answered HTTP {error.code}.") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise UsageError(f"The service at {base} could not be reached ({error}).") from None
+
+    accepted = call("POST", f"/api/submit/{ps}", notebook.read_bytes())
+    print(f"Submitted {notebook.name} as {ps} at {accepted['submitted_at']} (submission {accepted['id']}).")
+    deadline = time.monotonic() + args.wait
+    while True:
+        status = call("GET", accepted["poll"])
+        if status["status"] == "graded" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if status["status"] != "graded":
+        print(f"Not graded yet: it is queued, and its feedback will be at {base}{accepted['poll']}.")
+        return EXIT_OK
+    report = GradeReport.from_dict(status["report"])
+    print_report(report)
+    return EXIT_OK if report.all_passed else EXIT_TESTS_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autograder",
@@ -338,6 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", help="also write the audit as JSON to this file")
     audit.add_argument("--html", help="also write the audit as a web page to this file")
     audit.set_defaults(run=cmd_audit)
+
+    serve_command = commands.add_parser("serve", help="a grading service: students submit and get feedback")
+    serve_command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve_command.add_argument("--port", type=int, default=8765)
+    serve_command.add_argument("--limit", type=int, default=10, help="submissions per student and problem set per hour")
+    serve_command.set_defaults(run=cmd_serve)
+
+    tokens = commands.add_parser("tokens", help="issue the service's tokens (printed once; digests are kept)")
+    tokens.add_argument("--student", action="append", help="a student to issue a token for (repeatable)")
+    tokens.add_argument("--roster", action="store_true", help="every student in nbgrader's gradebook")
+    tokens.add_argument("--instructor", action="store_true", help="also an instructor token (reads every submission)")
+    tokens.set_defaults(run=cmd_tokens)
+
+    submit = commands.add_parser("submit", help="submit a notebook to the course's service and show the feedback")
+    submit.add_argument("notebook")
+    submit.add_argument("--server", required=True, help="the service's address, e.g. http://127.0.0.1:8765")
+    submit.add_argument("--token", required=True, help="your token, from your instructor")
+    submit.add_argument("--ps", help="its problem set (default: the file name)")
+    submit.add_argument("--wait", type=float, default=120, help="seconds to wait for the feedback (default 120)")
+    submit.set_defaults(run=cmd_submit)
 
     progress_command = commands.add_parser("progress", help="every problem set's best score so far, from your checks")
     progress_command.set_defaults(run=cmd_progress)

@@ -1,0 +1,443 @@
+"""``autograder serve``: hidden-test feedback for a class before the deadline.
+
+Students submit a notebook over HTTP with a token the instructor issued (``autograder tokens``);
+the service stores it durably, **then** acknowledges it, grades it on this machine with the
+confined engine, and lets the student (and only that student, or an instructor) read the
+report and the feedback page.  Hidden tests, solutions and other students' work never leave
+the server.
+
+On disk, under the course folder::
+
+    service/tokens.json                      who is who (SHA-256 of each token, never a token)
+    service/submissions/<id>/notebook.ipynb  every submission, kept (the history)
+    service/submissions/<id>/meta.json       student, problem set, time, seed
+    service/submissions/<id>/report.json     the result, once graded (written atomically)
+    submitted/<student>/<ps>/<ps>.ipynb      the latest submission, with nbgrader's timestamp.txt
+
+A submission directory appears by one rename after its files are synced, so a crash leaves a
+submission either whole or absent; one without ``report.json`` is graded when the service
+starts again, so every accepted submission is graded, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autograder.batch import MAX_NOTEBOOK_BYTES, TIMESTAMP_FILE
+from autograder.course import Course
+from autograder.errors import AutograderError
+from autograder.notebook import NotebookError, parse_notebook
+
+SERVICE_DIR = "service"
+TOKENS_FILE = "tokens.json"
+STUDENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+SUBMISSION_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
+
+
+class ServiceError(AutograderError):
+    """A request the service refuses, with the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_synced(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_synced(temporary, data)
+    os.replace(temporary, path)
+    _sync_directory(path.parent)
+
+
+# ------------------------------------------------------------------------------ tokens
+
+
+class Tokens:
+    """Who may submit (students) and who may read everything (instructors)."""
+
+    def __init__(self, course: Course) -> None:
+        self.path = course.root / SERVICE_DIR / TOKENS_FILE
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"students": {}, "instructors": []}
+        except (OSError, ValueError) as error:
+            raise AutograderError(f"{self.path} cannot be read ({error}); issue the tokens again.") from None
+        return {"students": dict(data.get("students", {})), "instructors": list(data.get("instructors", []))}
+
+    def issue(self, students: list[str], *, instructor: bool = False) -> dict[str, str]:
+        """A new token for each student (replacing an old one), or one instructor token."""
+        data = self._load()
+        issued = {}
+        for student in students:
+            if not STUDENT_NAME.fullmatch(student):
+                raise AutograderError(f"{student!r} is not a student id the service accepts (letters, digits, . _ @ -).")
+            data["students"] = {digest: who for digest, who in data["students"].items() if who != student}
+            token = secrets.token_urlsafe(24)
+            data["students"][_digest(token)] = student
+            issued[student] = token
+        if instructor:
+            token = secrets.token_urlsafe(24)
+            data["instructors"].append(_digest(token))
+            issued["(instructor)"] = token
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _replace_synced(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+        os.chmod(self.path, 0o600)
+        return issued
+
+    def who(self, token: str | None) -> tuple[str | None, bool]:
+        """(student, is_instructor) for a token; ServiceError 401 for an unknown one."""
+        if not token:
+            raise ServiceError(401, "Send your token: Authorization: token <your token>.")
+        data = self._load()
+        digest = _digest(token)
+        if digest in data["instructors"]:
+            return None, True
+        student = data["students"].get(digest)
+        if student is None:
+            raise ServiceError(401, "This token is not valid (it may have been replaced): ask your instructor for yours.")
+        return student, False
+
+
+# -------------------------------------------------------------------------- submissions
+
+
+@dataclass
+class Meta:
+    id: str
+    student: str
+    ps: str
+    submitted_at: str  # as nbgrader writes timestamp.txt
+    received: float
+    seed: int
+
+
+class Store:
+    """Submissions on disk; the queue of those not graded yet."""
+
+    def __init__(self, course: Course) -> None:
+        self.course = course
+        self.folder = course.root / SERVICE_DIR / "submissions"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.metas: dict[str, Meta] = {}
+        for entry in sorted(self.folder.iterdir()):
+            meta = self._read_meta(entry)
+            if meta is not None:
+                self.metas[meta.id] = meta
+
+    def _read_meta(self, entry: Path) -> Meta | None:
+        if not SUBMISSION_ID.fullmatch(entry.name) or entry.is_symlink() or not entry.is_dir():
+            return None
+        try:
+            return Meta(**json.loads((entry / "meta.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def pending(self) -> list[str]:
+        return [sid for sid in sorted(self.metas) if not (self.folder / sid / "report.json").is_file()]
+
+    def recent(self, student: str, ps: str, since: float) -> list[Meta]:
+        return [meta for meta in self.metas.values()
+                if meta.student == student and meta.ps == ps and meta.received >= since]
+
+    def accept(self, student: str, ps: str, data: bytes) -> Meta:
+        """Store a submission durably; return it once it is on disk."""
+        now = time.time()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        meta = Meta(id=f"{stamp}-{secrets.token_hex(6)}", student=student, ps=ps,
+                    submitted_at=time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d} UTC",
+                    received=now, seed=secrets.randbits(31))
+        incoming = self.folder / f".incoming-{meta.id}"
+        incoming.mkdir()
+        _write_synced(incoming / "notebook.ipynb", data)
+        _write_synced(incoming / "meta.json", json.dumps(meta.__dict__).encode())
+        _sync_directory(incoming)
+        os.rename(incoming, self.folder / meta.id)
+        _sync_directory(self.folder)
+        with self._lock:
+            self.metas[meta.id] = meta
+        self._mirror_to_nbgrader(meta, data)
+        return meta
+
+    def _mirror_to_nbgrader(self, meta: Meta, data: bytes) -> None:
+        """The latest submission where nbgrader (and ``autograder grade``) expect it."""
+        target = self.course.root / "submitted" / meta.student / meta.ps
+        target.mkdir(parents=True, exist_ok=True)
+        _replace_synced(target / f"{meta.ps}.ipynb", data)
+        _replace_synced(target / TIMESTAMP_FILE, (meta.submitted_at + "\n").encode())
+
+    def notebook(self, sid: str) -> bytes:
+        return (self.folder / sid / "notebook.ipynb").read_bytes()
+
+    def save_result(self, sid: str, report: dict[str, Any], page: str) -> None:
+        _replace_synced(self.folder / sid / "page.html", page.encode("utf-8"))
+        _replace_synced(self.folder / sid / "report.json", json.dumps(report).encode("utf-8"))
+
+    def result(self, sid: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.folder / sid / "report.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def page(self, sid: str) -> str | None:
+        try:
+            return (self.folder / sid / "page.html").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+
+# ------------------------------------------------------------------------------ service
+
+
+class Service:
+    """Accepts, stores, queues and grades submissions; answers questions about them."""
+
+    def __init__(self, course: Course, *, limit_per_hour: int = 10) -> None:
+        self.course = course
+        self.tokens = Tokens(course)
+        self.store = Store(course)
+        self.limit_per_hour = limit_per_hour
+        self.problem_sets = set(course.problem_sets())
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        for sid in self.store.pending():  # accepted before a crash: graded now
+            self._queue.put(sid)
+        self._grader = threading.Thread(target=self._grade_forever, name="autograder-service-grader", daemon=True)
+        self._grader.start()
+
+    # Requests --------------------------------------------------------------------------
+    def submit(self, token: str | None, ps: str, data: bytes) -> Meta:
+        student, _ = self.tokens.who(token)
+        if student is None:
+            raise ServiceError(403, "An instructor token reads submissions; students submit with their own.")
+        if ps not in self.problem_sets:
+            raise ServiceError(404, f"There is no problem set {ps[:80]!r}: one of {', '.join(sorted(self.problem_sets))}.")
+        if len(data) > MAX_NOTEBOOK_BYTES:
+            raise ServiceError(413, f"The notebook is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB.")
+        try:
+            parse_notebook(data, f"{ps}.ipynb")
+        except NotebookError as error:
+            raise ServiceError(400, str(error)) from None
+        now = time.time()
+        recent = sorted(meta.received for meta in self.store.recent(student, ps, now - 3600))
+        if len(recent) >= self.limit_per_hour:
+            wait = recent[-self.limit_per_hour] + 3600 - now
+            at = time.strftime("%H:%M UTC", time.gmtime(now + wait))
+            raise ServiceError(429, f"You have submitted {ps} {len(recent)} times in the last hour (the limit is "
+                                    f"{self.limit_per_hour}); your next submission is accepted from {at}.",
+                               retry_after=wait)
+        meta = self.store.accept(student, ps, data)
+        self._queue.put(meta.id)
+        return meta
+
+    def status(self, token: str | None, sid: str) -> dict[str, Any]:
+        meta = self._visible(token, sid)
+        report = self.store.result(sid)
+        return {"id": sid, "problem_set": meta.ps, "student": meta.student, "submitted_at": meta.submitted_at,
+                "status": "graded" if report is not None else "queued", "report": report}
+
+    def page(self, token: str | None, sid: str) -> str:
+        self._visible(token, sid)
+        page = self.store.page(sid)
+        if page is None:
+            raise ServiceError(404, "This submission is not graded yet.")
+        return page
+
+    def mine(self, token: str | None) -> list[dict[str, Any]]:
+        student, instructor = self.tokens.who(token)
+        return [{"id": meta.id, "problem_set": meta.ps, "student": meta.student, "submitted_at": meta.submitted_at,
+                 "status": "graded" if self.store.result(meta.id) is not None else "queued"}
+                for meta in sorted(self.store.metas.values(), key=lambda m: m.id)
+                if instructor or meta.student == student]
+
+    def _visible(self, token: str | None, sid: str) -> Meta:
+        student, instructor = self.tokens.who(token)
+        meta = self.store.metas.get(sid) if SUBMISSION_ID.fullmatch(sid) else None
+        if meta is None or not (instructor or meta.student == student):
+            raise ServiceError(404, "There is no such submission of yours.")  # others' are not even named
+        return meta
+
+    # Grading ---------------------------------------------------------------------------
+    def _grade_forever(self) -> None:
+        from autograder.grader.grading import grade_notebook
+        from autograder.grader.launcher import Launcher
+        from autograder.html import student_page
+
+        with Launcher() as launcher:
+            while (sid := self._queue.get()) is not None:
+                meta = self.store.metas[sid]
+                try:
+                    source = self.course.source(meta.ps)
+                    report = grade_notebook(source, self.store.notebook(sid), notebook_name=f"{meta.ps}.ipynb",
+                                            student=meta.student, seed=meta.seed, limits=self.course.limits(),
+                                            launcher=launcher)
+                    report.submitted_at = meta.submitted_at
+                    self.store.save_result(sid, report.to_dict(), student_page(report))
+                except Exception:  # noqa: BLE001 - one submission never stops the service
+                    import logging
+
+                    logging.getLogger("autograder").exception("grading submission %s failed", sid)
+                    from autograder.batch import GRADER_FAULT
+
+                    self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+
+# ---------------------------------------------------------------------------------- HTTP
+
+
+def make_app(service: Service) -> Any:
+    """The service's routes (tornado)."""
+    import tornado.web
+    from tornado.ioloop import IOLoop
+
+    class Base(tornado.web.RequestHandler):
+        def token(self) -> str | None:
+            header = self.request.headers.get("Authorization", "")
+            return header[6:].strip() if header[:6].lower() == "token " else None
+
+        def answer(self, status: int, payload: Any) -> None:
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(payload))
+
+        def refuse(self, error: ServiceError) -> None:
+            if error.retry_after is not None:
+                self.set_header("Retry-After", str(max(1, int(error.retry_after))))
+            self.answer(error.status, {"message": str(error)})
+
+        def write_error(self, status_code: int, **kwargs: Any) -> None:  # anything unforeseen: a sentence
+            self.answer(status_code, {"message": "The service could not answer this request."})
+
+        async def run(self, function: Any, *args: Any) -> Any:
+            return await IOLoop.current().run_in_executor(None, function, *args)
+
+    @tornado.web.stream_request_body
+    class Submit(Base):
+        def prepare(self) -> None:
+            self._body = bytearray()
+            self._too_large = False
+            length = self.request.headers.get("Content-Length")
+            if length is not None and (not length.isdigit() or int(length) > MAX_NOTEBOOK_BYTES):
+                self._too_large = True
+                self.refuse(ServiceError(413, f"The notebook is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB."))
+
+        def data_received(self, chunk: bytes) -> None:
+            if self._too_large:
+                return
+            self._body += chunk
+            if len(self._body) > MAX_NOTEBOOK_BYTES:
+                self._too_large = True
+                self._body = bytearray()
+                self.refuse(ServiceError(413, f"The notebook is larger than {MAX_NOTEBOOK_BYTES // 2**20} MiB."))
+
+        async def post(self, ps: str) -> None:
+            if self._too_large:
+                return
+            try:
+                meta = await self.run(service.submit, self.token(), ps, bytes(self._body))
+            except ServiceError as error:
+                return self.refuse(error)
+            self.answer(202, {"id": meta.id, "status": "queued", "submitted_at": meta.submitted_at,
+                              "poll": f"/api/submissions/{meta.id}"})
+
+    class One(Base):
+        async def get(self, sid: str) -> None:
+            try:
+                self.answer(200, await self.run(service.status, self.token(), sid))
+            except ServiceError as error:
+                self.refuse(error)
+
+    class Page(Base):
+        async def get(self, sid: str) -> None:
+            try:
+                page = await self.run(service.page, self.token(), sid)
+            except ServiceError as error:
+                return self.refuse(error)
+            self.set_header("Content-Type", "text/html; charset=utf-8")
+            self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:")
+            self.finish(page)
+
+    class Mine(Base):
+        async def get(self) -> None:
+            try:
+                self.answer(200, {"submissions": await self.run(service.mine, self.token())})
+            except ServiceError as error:
+                self.refuse(error)
+
+    class Missing(Base):
+        def prepare(self) -> None:
+            self.answer(404, {"message": "No such page: the service answers under /api/submissions."})
+
+    return tornado.web.Application([
+        (r"/api/submissions", Mine),
+        (r"/api/submissions/([^/]{1,120})", One),
+        (r"/api/submissions/([^/]{1,120})/page", Page),
+        (r"/api/submit/([^/]{1,120})", Submit),
+        (r".*", Missing),
+    ])
+
+
+def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_per_hour: int = 10,
+          ready: Any = None) -> None:
+    """Run the service until interrupted (SIGINT or SIGTERM)."""
+    import asyncio
+    import signal
+
+    import tornado.httpserver
+
+    service = Service(course, limit_per_hour=limit_per_hour)
+
+    async def main() -> None:
+        server = tornado.httpserver.HTTPServer(make_app(service), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)
+        server.listen(port, address=host)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, stop.set)
+        print(f"Serving {course.root} on http://{host}:{port}/api/submissions (Ctrl-C stops)", flush=True)
+        if ready is not None:
+            ready()
+        await stop.wait()
+        server.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.close()

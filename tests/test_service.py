@@ -1,0 +1,181 @@
+"""`autograder serve`: a class submits over HTTP on loopback and reads its own feedback; the
+service stores before it acknowledges, refuses bad requests with a sentence, limits how often,
+and after SIGKILL grades every accepted submission exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
+from autograder.notebook import read_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PS = "ps05_derivatives"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "autograder"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+class Service:
+    def __init__(self, course: Path, limit: int = 3) -> None:
+        self.course, self.port = course, free_port()
+        self.process = subprocess.Popen(
+            [str(BIN / "autograder"), "serve", "--port", str(self.port), "--limit", str(limit)], cwd=course,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        line = self.process.stdout.readline()  # printed once it listens
+        assert "Serving" in line, line + self.process.stderr.read()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, method: str, route: str, token: str | None = None, body: bytes | None = None,
+             headers: dict | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(self.url + route, data=body, method=method,
+                                         headers={**({"Authorization": f"token {token}"} if token else {}),
+                                                  **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def graded(self, sid: str, token: str, patience: float = 120) -> dict:
+        deadline = time.monotonic() + patience
+        while True:
+            status, answer = self.call("GET", f"/api/submissions/{sid}", token)
+            assert status == 200, answer
+            if answer["status"] == "graded" or time.monotonic() > deadline:
+                return answer
+            time.sleep(0.2)
+
+    def kill(self, how: int = signal.SIGTERM) -> None:
+        os.killpg(self.process.pid, how)
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def course(tmp_path):
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    mistake = load_catalogue(ROOT / "source" / PS / "mistakes.toml")[0]
+    nbformat.write(with_answers(release, solution_answers(source)), tmp_path / f"{PS}.ipynb")
+    nbformat.write(mistake_notebook(release, source, mistake), tmp_path / "wrong.ipynb")
+    issued = cli("tokens", "--student", "ada", "--student", "bob", "--instructor", cwd=course)
+    assert issued.returncode == 0, issued.stderr
+    tokens = dict(line.split("\t") for line in issued.stdout.splitlines())
+    return course, tokens, mistake
+
+
+def test_a_student_submits_and_reads_only_their_own_feedback(course):
+    folder, tokens, mistake = course
+    service = Service(folder)
+    try:
+        # The terminal client: submit, wait, print the feedback.
+        submitted = cli("submit", str(folder.parent / f"{PS}.ipynb"), "--server", service.url, "--token", tokens["ada"],
+                        cwd=folder.parent)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert "20/20" in submitted.stdout.replace(" ", "") or "20 / 20" in submitted.stdout
+        # Over HTTP: bob's wrong answer, named.
+        status, accepted = service.call("POST", f"/api/submit/{PS}", tokens["bob"],
+                                        (folder.parent / "wrong.ipynb").read_bytes())
+        assert status == 202, accepted
+        # Stored before it was acknowledged: in the history and where nbgrader looks.
+        assert (folder / "service" / "submissions" / accepted["id"] / "notebook.ipynb").is_file()
+        assert (folder / "submitted" / "bob" / PS / f"{PS}.ipynb").is_file()
+        assert (folder / "submitted" / "bob" / PS / "timestamp.txt").read_text().strip().endswith("UTC")
+        result = service.graded(accepted["id"], tokens["bob"])
+        assert result["status"] == "graded" and result["report"]["score"] < 20
+        said = json.dumps(result["report"]["tests"]).lower()
+        assert all(phrase.lower() in said for phrase in mistake.feedback)
+        # Ada cannot read Bob's; the instructor can; nobody without a token can.
+        assert service.call("GET", f"/api/submissions/{accepted['id']}", tokens["ada"])[0] == 404
+        assert service.call("GET", f"/api/submissions/{accepted['id']}", tokens["(instructor)"])[0] == 200
+        assert service.call("GET", f"/api/submissions/{accepted['id']}")[0] == 401
+        assert service.call("GET", f"/api/submissions/{accepted['id']}", "forged")[0] == 401
+        mine = service.call("GET", "/api/submissions", tokens["ada"])[1]["submissions"]
+        assert {row["student"] for row in mine} == {"ada"}
+        # The page holds no hidden-test code and no server path.
+        request = urllib.request.Request(f"{service.url}/api/submissions/{accepted['id']}/page",
+                                         headers={"Authorization": f"token {tokens['bob']}"})
+        page = urllib.request.urlopen(request, timeout=30).read().decode()
+        assert "Exercise" in page and str(folder) not in page and "test_rng(" not in page
+    finally:
+        service.kill()
+
+
+def test_bad_requests_get_a_sentence_and_write_nothing(course):
+    folder, tokens, _ = course
+    service = Service(folder, limit=2)
+    good = (folder.parent / f"{PS}.ipynb").read_bytes()
+    try:
+        cases = {
+            "not a notebook": (f"/api/submit/{PS}", tokens["ada"], b"{ not json", 400),
+            "no such set": ("/api/submit/ps99_nothing", tokens["ada"], good, 404),
+            "path characters": ("/api/submit/..%2F..%2Fetc", tokens["ada"], good, 404),
+            "no token": (f"/api/submit/{PS}", None, good, 401),
+            "instructor submits": (f"/api/submit/{PS}", tokens["(instructor)"], good, 403),
+        }
+        for name, (route, token, body, expected) in cases.items():
+            status, answer = service.call("POST", route, token, body)
+            assert status == expected, (name, status, answer)
+            assert answer["message"] and "Traceback" not in answer["message"], name
+        # 200 MB announced: refused before it is read.
+        status, answer = service.call("POST", f"/api/submit/{PS}", tokens["ada"], b"x" * 10,
+                                      headers={"Content-Length": str(200 * 2**20)})
+        assert status == 413 or status == 400, answer
+        assert not (folder / "submitted").exists()
+        assert list((folder / "service" / "submissions").iterdir()) == []
+        # The limit: the third within the hour is refused with the time of the next one.
+        for _ in range(2):
+            assert service.call("POST", f"/api/submit/{PS}", tokens["ada"], good)[0] == 202
+        status, answer = service.call("POST", f"/api/submit/{PS}", tokens["ada"], good)
+        assert status == 429 and "next submission is accepted from" in answer["message"]
+        assert service.call("POST", f"/api/submit/{PS}", tokens["bob"], good)[0] == 202  # others are not limited
+        assert service.call("GET", "/api/nothing", tokens["ada"])[0] == 404
+    finally:
+        service.kill()
+
+
+def test_killed_with_work_queued_it_grades_every_accepted_submission_once(course):
+    folder, tokens, _ = course
+    service = Service(folder, limit=50)
+    good = (folder.parent / f"{PS}.ipynb").read_bytes()
+    accepted = [service.call("POST", f"/api/submit/{PS}", tokens["ada" if n % 2 else "bob"], good)[1]["id"]
+                for n in range(6)]
+    service.kill(signal.SIGKILL)  # with most of them still queued
+    submissions = folder / "service" / "submissions"
+    assert sorted(entry.name for entry in submissions.iterdir()) == sorted(accepted)
+    again = Service(folder, limit=50)
+    try:
+        for n, sid in enumerate(accepted):
+            assert again.graded(sid, tokens["ada" if n % 2 else "bob"])["status"] == "graded"
+        assert all((submissions / sid / "report.json").is_file() for sid in accepted)
+        assert sorted(entry.name for entry in submissions.iterdir()) == sorted(accepted)  # nothing twice
+    finally:
+        again.kill()
