@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import queue
 import re
@@ -226,8 +227,10 @@ class Store:
 class Service:
     """Accepts, stores, queues and grades submissions; answers questions about them."""
 
-    def __init__(self, course: Course, *, limit_per_hour: int = 10) -> None:
+    def __init__(self, course: Course, *, limit_per_hour: int = 10, gradebook: bool = True) -> None:
         self.course = course
+        self.gradebook = gradebook
+        self._writers: dict[str, Any] = {}
         self.tokens = Tokens(course)
         self.store = Store(course)
         self.limit_per_hour = limit_per_hour
@@ -305,17 +308,40 @@ class Service:
                                             student=meta.student, seed=meta.seed, limits=self.course.limits(),
                                             launcher=launcher)
                     report.submitted_at = meta.submitted_at
+                    self._record(meta, report)  # sets the final score (late penalty, hand grades)
                     self.store.save_result(sid, report.to_dict(), student_page(report))
                 except Exception:  # noqa: BLE001 - one submission never stops the service
-                    import logging
-
                     logging.getLogger("autograder").exception("grading submission %s failed", sid)
                     from autograder.batch import GRADER_FAULT
 
                     self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
 
+    def _record(self, meta: Meta, report: Any) -> None:
+        """The latest graded submission in nbgrader's gradebook (as `autograder grade` records it),
+        so formgrader and `nbgrader export` show it; a gradebook that cannot be written is a
+        warning in the log, and the student still gets the feedback."""
+        if not self.gradebook:
+            return
+        from autograder.batch import Submission
+        from autograder.integrations.gradebook import GradebookError, GradebookTarget, GradebookWriter
+
+        try:
+            writer = self._writers.get(meta.ps)
+            if writer is None:
+                target = GradebookTarget.for_course(self.course, self.course.root / "submitted", None)
+                writer = self._writers[meta.ps] = GradebookWriter(self.course, meta.ps, target).__enter__()
+            writer.record(report, Submission(meta.student, meta.ps, self.course.root / "submitted" / meta.student / meta.ps))
+            for warning in writer.warnings:
+                logging.getLogger("autograder").warning("gradebook: %s", warning)
+            writer.warnings.clear()
+        except GradebookError as error:
+            logging.getLogger("autograder").warning("submission %s not recorded in the gradebook: %s", meta.id, error)
+
     def close(self) -> None:
         self._queue.put(None)
+        self._grader.join(timeout=30)
+        for writer in self._writers.values():
+            writer.__exit__(None, None, None)
 
 
 # ---------------------------------------------------------------------------------- HTTP
@@ -415,14 +441,14 @@ def make_app(service: Service) -> Any:
 
 
 def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_per_hour: int = 10,
-          ready: Any = None) -> None:
+          gradebook: bool = True, ready: Any = None) -> None:
     """Run the service until interrupted (SIGINT or SIGTERM)."""
     import asyncio
     import signal
 
     import tornado.httpserver
 
-    service = Service(course, limit_per_hour=limit_per_hour)
+    service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook)
 
     async def main() -> None:
         server = tornado.httpserver.HTTPServer(make_app(service), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)

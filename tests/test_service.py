@@ -113,6 +113,13 @@ def test_a_student_submits_and_reads_only_their_own_feedback(course):
         assert result["status"] == "graded" and result["report"]["score"] < 20
         said = json.dumps(result["report"]["tests"]).lower()
         assert all(phrase.lower() in said for phrase in mistake.feedback)
+        # In nbgrader's gradebook, as `autograder grade` would have recorded it.
+        from nbgrader.api import Gradebook
+
+        with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
+            assert gradebook.find_submission(PS, "bob").score == pytest.approx(result["report"]["score"])
+            assert gradebook.find_submission(PS, "ada").score == 20
+        assert result["report"]["final_score"] == pytest.approx(result["report"]["score"])
         # Ada cannot read Bob's; the instructor can; nobody without a token can.
         assert service.call("GET", f"/api/submissions/{accepted['id']}", tokens["ada"])[0] == 404
         assert service.call("GET", f"/api/submissions/{accepted['id']}", tokens["(instructor)"])[0] == 200
