@@ -301,41 +301,17 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    import time
-    import urllib.error
-    import urllib.request
+    from autograder.service import ServiceClient
 
     notebook = Path(args.notebook)
     if not notebook.is_file():
         raise UsageError(f"There is no notebook {notebook}.")
-    ps = args.ps or notebook.stem
-    base = args.server.rstrip("/")
-    headers = {"Authorization": f"token {args.token}"}
-
-    def call(method: str, route: str, body: bytes | None = None) -> dict:
-        request = urllib.request.Request(base + route, data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as error:
-            try:
-                message = json.loads(error.read()).get("message", "")
-            except ValueError:
-                message = ""
-            raise UsageError(message or f"The service answered HTTP {error.code}.") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise UsageError(f"The service at {base} could not be reached ({error}).") from None
-
-    accepted = call("POST", f"/api/submit/{ps}", notebook.read_bytes())
-    print(f"Submitted {notebook.name} as {ps} at {accepted['submitted_at']} (submission {accepted['id']}).")
-    deadline = time.monotonic() + args.wait
-    while True:
-        status = call("GET", accepted["poll"])
-        if status["status"] == "graded" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    client = ServiceClient(args.server, args.token)
+    accepted = client.submit(args.ps or notebook.stem, notebook.read_bytes())
+    print(f"Submitted {notebook.name} at {accepted['submitted_at']} (submission {accepted['id']}).")
+    status = client.wait(accepted, args.wait)
     if status["status"] != "graded":
-        print(f"Not graded yet: it is queued, and its feedback will be at {base}{accepted['poll']}.")
+        print(f"Not graded yet: it is queued, and its feedback will be at {client.base}{accepted['poll']}.")
         return EXIT_OK
     report = GradeReport.from_dict(status["report"])
     print_report(report)

@@ -312,9 +312,19 @@ class Service:
                     self.store.save_result(sid, report.to_dict(), student_page(report))
                 except Exception:  # noqa: BLE001 - one submission never stops the service
                     logging.getLogger("autograder").exception("grading submission %s failed", sid)
-                    from autograder.batch import GRADER_FAULT
+                    self._save_fault(sid, meta)
 
-                    self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
+    def _save_fault(self, sid: str, meta: Meta) -> None:
+        from autograder.batch import GRADER_FAULT
+        from autograder.grader.grading import not_graded
+        from autograder.html import student_page
+
+        try:
+            report = not_graded(self.course.source(meta.ps), GRADER_FAULT, notebook=f"{meta.ps}.ipynb",
+                                student=meta.student, seed=meta.seed)
+            self.store.save_result(sid, report.to_dict(), student_page(report))
+        except Exception:  # noqa: BLE001 - even the problem set cannot be read: say so plainly
+            self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
 
     def _record(self, meta: Meta, report: Any) -> None:
         """The latest graded submission in nbgrader's gradebook (as `autograder grade` records it),
@@ -467,3 +477,55 @@ def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_pe
         asyncio.run(main())
     finally:
         service.close()
+
+
+# ------------------------------------------------------------------------------- client
+
+
+class ServiceClient:
+    """Talks to a running service as a student (`autograder submit`, the Check button)."""
+
+    def __init__(self, base: str, token: str, timeout: float = 60) -> None:
+        self.base, self.token, self.timeout = base.rstrip("/"), token, timeout
+
+    def _open(self, method: str, route: str, body: bytes | None = None) -> bytes:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.base + route, data=body, method=method,
+                                         headers={"Authorization": f"token {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
+                return bytes(answer.read())
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read()).get("message", "")
+            except ValueError:
+                message = ""
+            raise AutograderError(message or f"The course's service answered HTTP {error.code}.") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise AutograderError(f"The course's service at {self.base} could not be reached ({error}).") from None
+
+    def call(self, method: str, route: str, body: bytes | None = None) -> dict[str, Any]:
+        try:
+            answer = json.loads(self._open(method, route, body))
+        except ValueError:
+            raise AutograderError(f"The course's service at {self.base} did not answer in JSON.") from None
+        if not isinstance(answer, dict):
+            raise AutograderError(f"The course's service at {self.base} answered something else than expected.")
+        return answer
+
+    def submit(self, ps: str, data: bytes) -> dict[str, Any]:
+        return self.call("POST", f"/api/submit/{ps}", data)
+
+    def wait(self, accepted: dict[str, Any], seconds: float) -> dict[str, Any]:
+        """The submission's status once graded, or when ``seconds`` have passed."""
+        deadline = time.monotonic() + seconds
+        while True:
+            status = self.call("GET", f"/api/submissions/{accepted['id']}")
+            if status.get("status") == "graded" or time.monotonic() > deadline:
+                return status
+            time.sleep(0.3)
+
+    def page(self, sid: str) -> str:
+        return self._open("GET", f"/api/submissions/{sid}/page").decode("utf-8", "replace")

@@ -186,3 +186,44 @@ def test_killed_with_work_queued_it_grades_every_accepted_submission_once(course
         assert sorted(entry.name for entry in submissions.iterdir()) == sorted(accepted)  # nothing twice
     finally:
         again.kill()
+
+
+def test_the_check_button_submits_to_the_service_when_one_is_configured(course, tmp_path):
+    """A student's JupyterLab with no course on the machine, pointed at the class's service."""
+    import secrets
+
+    folder, tokens, _ = course
+    service = Service(folder)
+    work = tmp_path / "student"
+    work.mkdir()
+    shutil.copy(folder.parent / f"{PS}.ipynb", work / f"{PS}.ipynb")
+    port, token = free_port(), secrets.token_hex(16)
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+         "--ServerApp.jpserver_extensions={'autograder.lab': True}", "--AutograderLab.installed_course=False",
+         f"--AutograderLab.service_url={service.url}", f"--AutograderLab.service_token={tokens['ada']}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/autograder/check", method="POST",
+                                                 data=json.dumps({"path": f"{PS}.ipynb"}).encode(),
+                                                 headers={"Authorization": f"token {token}"})
+                with urllib.request.urlopen(request, timeout=300) as answer:
+                    result = json.loads(answer.read())
+                break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline and lab.poll() is None, "the Jupyter server did not start"
+                time.sleep(0.2)
+        assert result["mode"] == "service" and result["hidden_tests_run"]
+        assert result["report"]["score"] == result["report"]["max_score"] == 20
+        assert "Exercise" in result["page"]
+        # The service has it, in Ada's name.
+        mine = service.call("GET", "/api/submissions", tokens["ada"])[1]["submissions"]
+        assert [row["student"] for row in mine] == ["ada"]
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        lab.wait(timeout=30)
+        service.kill()

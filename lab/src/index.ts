@@ -45,7 +45,7 @@ interface Progress {
 
 interface CheckResult {
   progress: Progress[];
-  mode: 'hidden' | 'visible';
+  mode: 'hidden' | 'visible' | 'service';
   hidden_tests_run: boolean;
   problem_set: string;
   report: Report;
@@ -101,7 +101,8 @@ class FeedbackPanel extends Widget {
     header.appendChild(score);
     nodes.push(header);
     if (result.hidden_tests_run) {
-      nodes.push(element('p', 'jp-AutograderPanel-mode', `Checked with the hidden tests (seed ${report.seed}).`));
+      const where = result.mode === 'service' ? "by the course's grading service " : '';
+      nodes.push(element('p', 'jp-AutograderPanel-mode', `Checked ${where}with the hidden tests (seed ${report.seed}).`));
     }
     for (const note of report.notes) {
       const kind = result.hidden_tests_run ? 'jp-AutograderPanel-note' : 'jp-AutograderPanel-note jp-AutograderPanel-visibleOnly';
