@@ -274,7 +274,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     course = _course(args)
     if not course.problem_sets():
         raise UsageError(f"{course.root} has no problem sets to serve.")
-    serve(course, host=args.host, port=args.port, limit_per_hour=args.limit, gradebook=not args.no_gradebook)
+    serve(course, host=args.host, port=args.port, limit_per_hour=args.limit, gradebook=not args.no_gradebook,
+          jobs=args.jobs)
     return EXIT_OK
 
 
@@ -393,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve_command.add_argument("--port", type=int, default=8765)
     serve_command.add_argument("--limit", type=int, default=10, help="submissions per student and problem set per hour")
+    serve_command.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
     serve_command.add_argument("--no-gradebook", action="store_true",
                                help="do not record graded submissions in nbgrader's gradebook")
     serve_command.set_defaults(run=cmd_serve)

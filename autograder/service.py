@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograder.batch import MAX_NOTEBOOK_BYTES, TIMESTAMP_FILE
+from autograder.batch import MAX_NOTEBOOK_BYTES, TIMESTAMP_FILE, default_jobs
 from autograder.course import Course
 from autograder.errors import AutograderError
 from autograder.notebook import NotebookError, parse_notebook
@@ -171,9 +171,12 @@ class Store:
     def pending(self) -> list[str]:
         return [sid for sid in sorted(self.metas) if not (self.folder / sid / "report.json").is_file()]
 
+    def all(self) -> list[Meta]:
+        with self._lock:
+            return list(self.metas.values())
+
     def recent(self, student: str, ps: str, since: float) -> list[Meta]:
-        return [meta for meta in self.metas.values()
-                if meta.student == student and meta.ps == ps and meta.received >= since]
+        return [meta for meta in self.all() if meta.student == student and meta.ps == ps and meta.received >= since]
 
     def accept(self, student: str, ps: str, data: bytes) -> Meta:
         """Store a submission durably; return it once it is on disk."""
@@ -227,7 +230,8 @@ class Store:
 class Service:
     """Accepts, stores, queues and grades submissions; answers questions about them."""
 
-    def __init__(self, course: Course, *, limit_per_hour: int = 10, gradebook: bool = True) -> None:
+    def __init__(self, course: Course, *, limit_per_hour: int = 10, gradebook: bool = True,
+                 jobs: int | None = None) -> None:
         self.course = course
         self.gradebook = gradebook
         self._writers: dict[str, Any] = {}
@@ -238,8 +242,12 @@ class Service:
         self._queue: queue.Queue[str | None] = queue.Queue()
         for sid in self.store.pending():  # accepted before a crash: graded now
             self._queue.put(sid)
-        self._grader = threading.Thread(target=self._grade_forever, name="autograder-service-grader", daemon=True)
-        self._grader.start()
+        self._submit_lock = threading.Lock()
+        self._record_lock = threading.Lock()  # one gradebook session, written by one grader at a time
+        self._graders = [threading.Thread(target=self._grade_forever, name=f"autograder-service-grader-{n}",
+                                          daemon=True) for n in range(max(1, jobs or default_jobs()))]
+        for grader in self._graders:
+            grader.start()
 
     # Requests --------------------------------------------------------------------------
     def submit(self, token: str | None, ps: str, data: bytes) -> Meta:
@@ -254,15 +262,16 @@ class Service:
             parse_notebook(data, f"{ps}.ipynb")
         except NotebookError as error:
             raise ServiceError(400, str(error)) from None
-        now = time.time()
-        recent = sorted(meta.received for meta in self.store.recent(student, ps, now - 3600))
-        if len(recent) >= self.limit_per_hour:
-            wait = recent[-self.limit_per_hour] + 3600 - now
-            at = time.strftime("%H:%M UTC", time.gmtime(now + wait))
-            raise ServiceError(429, f"You have submitted {ps} {len(recent)} times in the last hour (the limit is "
-                                    f"{self.limit_per_hour}); your next submission is accepted from {at}.",
-                               retry_after=wait)
-        meta = self.store.accept(student, ps, data)
+        with self._submit_lock:  # the limit is checked and the submission stored as one step
+            now = time.time()
+            recent = sorted(meta.received for meta in self.store.recent(student, ps, now - 3600))
+            if len(recent) >= self.limit_per_hour:
+                wait = recent[-self.limit_per_hour] + 3600 - now
+                at = time.strftime("%H:%M UTC", time.gmtime(now + wait))
+                raise ServiceError(429, f"You have submitted {ps} {len(recent)} times in the last hour (the limit is "
+                                        f"{self.limit_per_hour}); your next submission is accepted from {at}.",
+                                   retry_after=wait)
+            meta = self.store.accept(student, ps, data)
         self._queue.put(meta.id)
         return meta
 
@@ -283,7 +292,7 @@ class Service:
         student, instructor = self.tokens.who(token)
         return [{"id": meta.id, "problem_set": meta.ps, "student": meta.student, "submitted_at": meta.submitted_at,
                  "status": "graded" if self.store.result(meta.id) is not None else "queued"}
-                for meta in sorted(self.store.metas.values(), key=lambda m: m.id)
+                for meta in sorted(self.store.all(), key=lambda m: m.id)
                 if instructor or meta.student == student]
 
     def _visible(self, token: str | None, sid: str) -> Meta:
@@ -308,7 +317,8 @@ class Service:
                                             student=meta.student, seed=meta.seed, limits=self.course.limits(),
                                             launcher=launcher)
                     report.submitted_at = meta.submitted_at
-                    self._record(meta, report)  # sets the final score (late penalty, hand grades)
+                    with self._record_lock:
+                        self._record(meta, report)  # sets the final score (late penalty, hand grades)
                     self.store.save_result(sid, report.to_dict(), student_page(report))
                 except Exception:  # noqa: BLE001 - one submission never stops the service
                     logging.getLogger("autograder").exception("grading submission %s failed", sid)
@@ -348,8 +358,10 @@ class Service:
             logging.getLogger("autograder").warning("submission %s not recorded in the gradebook: %s", meta.id, error)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._grader.join(timeout=30)
+        for _ in self._graders:
+            self._queue.put(None)
+        for grader in self._graders:
+            grader.join(timeout=30)
         for writer in self._writers.values():
             writer.__exit__(None, None, None)
 
@@ -451,14 +463,14 @@ def make_app(service: Service) -> Any:
 
 
 def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_per_hour: int = 10,
-          gradebook: bool = True, ready: Any = None) -> None:
+          gradebook: bool = True, jobs: int | None = None, ready: Any = None) -> None:
     """Run the service until interrupted (SIGINT or SIGTERM)."""
     import asyncio
     import signal
 
     import tornado.httpserver
 
-    service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook)
+    service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook, jobs=jobs)
 
     async def main() -> None:
         server = tornado.httpserver.HTTPServer(make_app(service), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)
