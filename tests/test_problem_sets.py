@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autograder.audit import Job, grade_jobs
+from autograder.audit import DEFAULT_MUTANT_SEEDS, MUTANT_LIMITS, Job, grade_jobs, load_survivor_records
 from autograder.catalogue import load_alternatives, load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
+from autograder.mutants import Mutant, mutants_of
 from autograder.notebook import SourceNotebook, read_notebook
 from autograder.report import PASSED, GradeReport
 from autograder.settings import Limits
@@ -31,6 +33,10 @@ LIMITS = Limits(cell_timeout=20, submission_timeout=120)
 SEED = 1234
 SOLUTION_SEEDS = [0, 99, 2024]
 CHEATS = 3  # mistakes per set graded again with numpy's comparisons rebound
+# Automatic mutants per set checked here (the same ones every run: the first by a hash of their
+# key); `autograder audit PS` checks them all.  Graded at the audit's mutant seeds.
+MUTANT_SAMPLE = 16
+MUTANT_SEEDS = list(range(DEFAULT_MUTANT_SEEDS))
 
 NUMPY_REBOUND = ("import numpy as np\nimport numpy.testing\n"
                  "np.allclose = lambda *a, **k: True\n"
@@ -56,7 +62,26 @@ def graded(ps: str) -> dict[tuple[Any, ...], GradeReport | str]:
     for alternative in load_alternatives(COURSE.alternatives(ps)):
         notebook = with_answers(release, {**answers, alternative.cell: alternative.code})
         jobs.append(Job(("alternative", alternative.id), notebook, "full", SEED))
-    return dict(zip((job.key for job in jobs), grade_jobs({"full": COURSE.source(ps)}, jobs, limits=LIMITS)))
+    mutants = {mutant.key: with_answers(release, {**answers, mutant.cell: mutant.code}) for mutant in sampled_mutants(ps)}
+    jobs += [Job(("mutant", key, MUTANT_SEEDS[0]), notebook, "full", MUTANT_SEEDS[0], MUTANT_LIMITS)
+             for key, notebook in mutants.items()]
+    sources = {"full": COURSE.source(ps)}
+    graded = dict(zip((job.key for job in jobs), grade_jobs(sources, jobs, limits=LIMITS)))
+    # As the audit does: a mutant that survives the first seed is graded at the others.
+    later = [Job(("mutant", key, seed), mutants[key], "full", seed, MUTANT_LIMITS)
+             for key in mutants if _full_marks(graded[("mutant", key, MUTANT_SEEDS[0])]) for seed in MUTANT_SEEDS[1:]]
+    graded.update(zip((job.key for job in later), grade_jobs(sources, later, limits=LIMITS)))
+    return graded
+
+
+def sampled_mutants(ps: str) -> list[Mutant]:
+    answers = solution_answers(read_notebook(COURSE.source_notebook(ps)))
+    every = [mutant for cell, code in answers.items() for mutant in mutants_of(cell, code)]
+    return sorted(every, key=lambda mutant: hashlib.sha256(mutant.key.encode()).hexdigest())[:MUTANT_SAMPLE]
+
+
+def _full_marks(report: GradeReport | str) -> bool:
+    return isinstance(report, GradeReport) and report.status == "graded" and report.score == report.max_score
 
 
 def _report(ps: str, key: tuple[Any, ...]) -> GradeReport:
@@ -158,3 +183,16 @@ def test_rebinding_numpy_comparisons_does_not_rescue_a_wrong_answer(ps):
         cheater = _report(ps, ("cheating", mistake.id))
         assert cheater.score == honest.score < cheater.max_score, f"{mistake.id}: rebinding numpy changed the score"
         assert [test.status for test in cheater.tests] == [test.status for test in honest.tests]
+
+
+@pytest.mark.parametrize("ps", PROBLEM_SETS)
+def test_automatic_mutants_lose_points_or_are_recorded(ps):
+    """A sample of the audit's mutants: each loses points at one of the audit's mutant seeds, or
+    audit.toml says why no correct test can tell it from the solution."""
+    records = load_survivor_records(COURSE.audit_records(ps))
+    reports = graded(ps)
+    unexplained = [mutant.key for mutant in sampled_mutants(ps) if mutant.key not in records and all(
+        _full_marks(reports[("mutant", mutant.key, seed)]) for seed in MUTANT_SEEDS
+        if ("mutant", mutant.key, seed) in reports)]
+    assert not unexplained, (f"{ps}: these mutants of the solution get full marks at seeds {MUTANT_SEEDS}; write "
+                             f"a hidden test that tells them apart, or record them in audit.toml: {unexplained}")
