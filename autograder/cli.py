@@ -274,8 +274,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     course = _course(args)
     if not course.problem_sets():
         raise UsageError(f"{course.root} has no problem sets to serve.")
+    if args.cooldown < 0:
+        raise UsageError("--cooldown is a number of seconds, 0 or more.")
     serve(course, host=args.host, port=args.port, limit_per_hour=args.limit, gradebook=not args.no_gradebook,
-          jobs=args.jobs)
+          jobs=args.jobs, cooldown=args.cooldown, policy=args.policy)
     return EXIT_OK
 
 
@@ -395,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.add_argument("--port", type=int, default=8765)
     serve_command.add_argument("--limit", type=int, default=10, help="submissions per student and problem set per hour")
     serve_command.add_argument("--jobs", type=int, help="submissions graded at once (default: one per core)")
+    serve_command.add_argument("--cooldown", type=float, default=0.0,
+                               help="seconds a student waits between two submissions of a problem set (default: 0)")
+    serve_command.add_argument("--policy", choices=("latest", "best"), default="latest",
+                               help="which graded submission nbgrader's gradebook holds: the latest (default) or "
+                                    "the best so far (a tie keeps the earlier)")
     serve_command.add_argument("--no-gradebook", action="store_true",
                                help="do not record graded submissions in nbgrader's gradebook")
     serve_command.set_defaults(run=cmd_serve)

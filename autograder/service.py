@@ -40,6 +40,7 @@ from autograder.errors import AutograderError
 from autograder.notebook import NotebookError, parse_notebook
 
 SERVICE_DIR = "service"
+POLICIES = ("latest", "best")  # which graded submission the gradebook holds
 TOKENS_FILE = "tokens.json"
 STUDENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 SUBMISSION_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
@@ -146,6 +147,26 @@ class Meta:
     seed: int
 
 
+class RecordedFile:
+    """Which submission of each student and problem set the gradebook holds (the "best" policy),
+    kept across restarts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self._data = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        value = self._data.get(key)
+        return value if isinstance(value, dict) and isinstance(value.get("score"), (int, float)) else None
+
+    def set(self, key: str, value: dict[str, Any]) -> None:
+        self._data[key] = value
+        _replace_synced(self.path, json.dumps(self._data, indent=1).encode("utf-8"))
+
+
 class Store:
     """Submissions on disk; the queue of those not graded yet."""
 
@@ -178,7 +199,7 @@ class Store:
     def recent(self, student: str, ps: str, since: float) -> list[Meta]:
         return [meta for meta in self.all() if meta.student == student and meta.ps == ps and meta.received >= since]
 
-    def accept(self, student: str, ps: str, data: bytes) -> Meta:
+    def accept(self, student: str, ps: str, data: bytes, *, mirror: bool = True) -> Meta:
         """Store a submission durably; return it once it is on disk."""
         now = time.time()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
@@ -194,11 +215,13 @@ class Store:
         _sync_directory(self.folder)
         with self._lock:
             self.metas[meta.id] = meta
-        self._mirror_to_nbgrader(meta, data)
+        if mirror:
+            self.mirror_to_nbgrader(meta, data)
         return meta
 
-    def _mirror_to_nbgrader(self, meta: Meta, data: bytes) -> None:
-        """The latest submission where nbgrader (and ``autograder grade``) expect it."""
+    def mirror_to_nbgrader(self, meta: Meta, data: bytes) -> None:
+        """A submission where nbgrader (and ``autograder grade``) expect it: the latest, or
+        under the "best" policy the best so far."""
         target = self.course.root / "submitted" / meta.student / meta.ps
         target.mkdir(parents=True, exist_ok=True)
         _replace_synced(target / f"{meta.ps}.ipynb", data)
@@ -231,9 +254,13 @@ class Service:
     """Accepts, stores, queues and grades submissions; answers questions about them."""
 
     def __init__(self, course: Course, *, limit_per_hour: int = 10, gradebook: bool = True,
-                 jobs: int | None = None) -> None:
+                 jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest") -> None:
+        if policy not in POLICIES:
+            raise ServiceError(400, f"The grade policy is one of {', '.join(POLICIES)}, not {policy!r}.")
         self.course = course
         self.gradebook = gradebook
+        self.cooldown, self.policy = max(0.0, float(cooldown)), policy
+        self._recorded = RecordedFile(course.root / SERVICE_DIR / "recorded.json")
         self._writers: dict[str, Any] = {}
         self.tokens = Tokens(course)
         self.store = Store(course)
@@ -271,7 +298,14 @@ class Service:
                 raise ServiceError(429, f"You have submitted {ps} {len(recent)} times in the last hour (the limit is "
                                         f"{self.limit_per_hour}); your next submission is accepted from {at}.",
                                    retry_after=wait)
-            meta = self.store.accept(student, ps, data)
+            if self.cooldown and recent and now - recent[-1] < self.cooldown:
+                wait = recent[-1] + self.cooldown - now
+                at = time.strftime("%H:%M:%S UTC", time.gmtime(now + wait))
+                raise ServiceError(429, f"You submitted {ps} {now - recent[-1]:.0f} seconds ago, and this course "
+                                        f"allows one submission every {self.cooldown:g} seconds; your next "
+                                        f"submission is accepted from {at}.", retry_after=wait)
+            # Under "best", the nbgrader copy follows the submission the gradebook holds (after grading).
+            meta = self.store.accept(student, ps, data, mirror=self.policy == "latest")
         self._queue.put(meta.id)
         return meta
 
@@ -318,7 +352,8 @@ class Service:
                                             launcher=launcher)
                     report.submitted_at = meta.submitted_at
                     with self._record_lock:
-                        self._record(meta, report)  # sets the final score (late penalty, hand grades)
+                        if self._counts(meta, report):
+                            self._record(meta, report)  # sets the final score (late penalty, hand grades)
                     self.store.save_result(sid, report.to_dict(), student_page(report))
                 except Exception:  # noqa: BLE001 - one submission never stops the service
                     logging.getLogger("autograder").exception("grading submission %s failed", sid)
@@ -335,6 +370,19 @@ class Service:
             self.store.save_result(sid, report.to_dict(), student_page(report))
         except Exception:  # noqa: BLE001 - even the problem set cannot be read: say so plainly
             self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
+
+    def _counts(self, meta: Meta, report: Any) -> bool:
+        """Whether this graded submission becomes the one the gradebook holds: always under
+        "latest"; under "best", when its score beats every earlier one (a tie keeps the earlier)."""
+        if self.policy == "latest":
+            return True
+        key = f"{meta.student}/{meta.ps}"
+        held = self._recorded.get(key)
+        if held is not None and held["score"] >= report.score:
+            return False
+        self.store.mirror_to_nbgrader(meta, self.store.notebook(meta.id))
+        self._recorded.set(key, {"id": meta.id, "score": report.score})
+        return True
 
     def _record(self, meta: Meta, report: Any) -> None:
         """The latest graded submission in nbgrader's gradebook (as `autograder grade` records it),
@@ -463,14 +511,16 @@ def make_app(service: Service) -> Any:
 
 
 def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_per_hour: int = 10,
-          gradebook: bool = True, jobs: int | None = None, ready: Any = None) -> None:
+          gradebook: bool = True, jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest",
+          ready: Any = None) -> None:
     """Run the service until interrupted (SIGINT or SIGTERM)."""
     import asyncio
     import signal
 
     import tornado.httpserver
 
-    service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook, jobs=jobs)
+    service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook, jobs=jobs, cooldown=cooldown,
+                      policy=policy)
 
     async def main() -> None:
         server = tornado.httpserver.HTTPServer(make_app(service), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)

@@ -227,3 +227,65 @@ def test_the_check_button_submits_to_the_service_when_one_is_configured(course, 
         os.killpg(lab.pid, signal.SIGTERM)
         lab.wait(timeout=30)
         service.kill()
+
+
+def _graded_in_process(service, sid: str, patience: float = 180) -> dict:
+    deadline = time.monotonic() + patience
+    while (report := service.store.result(sid)) is None:
+        assert time.monotonic() < deadline, f"submission {sid} was not graded"
+        time.sleep(0.1)
+    return report
+
+
+def test_under_the_best_policy_a_worse_resubmission_keeps_the_best_grade(course):
+    from nbgrader.api import Gradebook
+
+    from autograder.course import Course
+    from autograder.service import Service as Grading
+
+    folder, tokens, _ = course
+    solved, wrong = (folder.parent / f"{PS}.ipynb").read_bytes(), (folder.parent / "wrong.ipynb").read_bytes()
+    service = Grading(Course(folder), jobs=1, policy="best")
+    try:
+        first = service.submit(tokens["ada"], PS, solved)
+        assert _graded_in_process(service, first.id)["score"] == 20
+        second = service.submit(tokens["ada"], PS, wrong)
+        assert _graded_in_process(service, second.id)["score"] < 20  # the student still sees this feedback
+        with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
+            assert gradebook.find_submission(PS, "ada").score == pytest.approx(20)
+        # nbgrader's copy is the notebook the gradebook holds, with its time.
+        assert (folder / "submitted" / "ada" / PS / f"{PS}.ipynb").read_bytes() == solved
+        assert (folder / "submitted" / "ada" / PS / "timestamp.txt").read_text().strip() == first.submitted_at
+        # Both stay in the history.
+        assert {meta.id for meta in service.store.all()} == {first.id, second.id}
+    finally:
+        service.close()
+    # After a restart the service still knows which one the gradebook holds.
+    service = Grading(Course(folder), jobs=1, policy="best")
+    try:
+        third = service.submit(tokens["ada"], PS, wrong)
+        _graded_in_process(service, third.id)
+        with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
+            assert gradebook.find_submission(PS, "ada").score == pytest.approx(20)
+    finally:
+        service.close()
+
+
+def test_a_cooldown_refuses_a_quick_resubmission_with_the_time_it_opens(course):
+    from autograder.course import Course
+    from autograder.service import Service as Grading
+    from autograder.service import ServiceError
+
+    folder, tokens, _ = course
+    wrong = (folder.parent / "wrong.ipynb").read_bytes()
+    service = Grading(Course(folder), jobs=1, cooldown=600, gradebook=False)
+    try:
+        service.submit(tokens["ada"], PS, wrong)
+        with pytest.raises(ServiceError) as refused:
+            service.submit(tokens["ada"], PS, wrong)
+        assert refused.value.status == 429 and 590 <= refused.value.retry_after <= 600
+        assert "one submission every 600 seconds" in str(refused.value) and "UTC" in str(refused.value)
+        service.submit(tokens["bob"], PS, wrong)  # another student is not held up
+    finally:
+        service.close()
+    assert cli("serve", "--cooldown", "-1", cwd=folder).returncode == 2
