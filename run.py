@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".installed-from"
+LAB = ROOT / "lab"
+LAB_BUILD = ROOT / "autograder" / "lab" / "labextension"
+LAB_NAME = "autograder-lab"
 
 
 def ensure_environment() -> None:
@@ -37,13 +40,17 @@ def ensure_environment() -> None:
     print("Installing the course and its dependencies into .venv (about a minute the first time) ...",
           flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    # The package installs the prebuilt lab extension as data files: never through the link that
+    # ensure_lab_extension puts in its place, which points back into the work tree.
+    lab_link = VENV / "share" / "jupyter" / "labextensions" / LAB_NAME
+    if lab_link.is_symlink():
+        lab_link.unlink()
+    # The distribution was called `autograder` before it took a name of its own on the package index.
+    subprocess.run([str(BIN / "python"), "-m", "pip", "uninstall", "--yes", "--quiet", "autograder"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     subprocess.run([*pip, "--editable", f"{ROOT}[test]"], check=True)
     STAMP.write_text(wanted)
 
-
-LAB = ROOT / "lab"
-LAB_BUILD = ROOT / "autograder" / "lab" / "labextension"
-LAB_NAME = "autograder-lab"
 
 
 def _lab_sources_digest() -> str:
@@ -84,8 +91,7 @@ def ensure_lab_extension() -> None:
         link.symlink_to(LAB_BUILD, target_is_directory=True)
     server_config = VENV / "etc" / "jupyter" / "jupyter_server_config.d"
     server_config.mkdir(parents=True, exist_ok=True)
-    (server_config / "autograder.json").write_text(
-        '{"ServerApp": {"jpserver_extensions": {"autograder.lab": true}}}\n')
+    shutil.copyfile(LAB / "jupyter-config" / "autograder.json", server_config / "autograder.json")
 
 
 def _postgres_installed() -> bool:

@@ -779,12 +779,20 @@ PASSED_LINE = ("✓ The visible checks in this cell passed. Hidden tests on othe
 
 
 def _calls_a_check(source: str) -> bool:
+    """Whether a cell tests something: it calls a check (ours, or a helper such as ``_check_kind``
+    that a test cell defines) or asserts."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return False
-    return any(isinstance(node, ast.Call) and _dotted(node.func).rpartition(".")[2] in _CHECK_NAMES
-               for node in ast.walk(tree))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            return True
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func).rpartition(".")[2]
+            if name in _CHECK_NAMES or name.lstrip("_").startswith("check_"):
+                return True
+    return False
 
 
 _CHECK_NAMES = frozenset(name for name in __all__ if name.startswith("check_"))

@@ -54,7 +54,7 @@ from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport
 from autograder.settings import Limits
 
-INSTALL = "pip install 'autograder[cluster]'"
+INSTALL = "pip install 'mathgrader[cluster]'"
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
 WORKER_TIMEOUT = 60.0  # seconds to wait for a first worker, once the tasks are submitted
 RETRIES = 1  # for a task that raised outside the grading itself (a worker's disk, say)

@@ -404,4 +404,4 @@ except ClusterError as error:
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "ClusterError:" in result.stdout and "pip install 'autograder[cluster]'" in result.stdout, result.stdout
+    assert "ClusterError:" in result.stdout and "pip install 'mathgrader[cluster]'" in result.stdout, result.stdout

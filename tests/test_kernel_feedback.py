@@ -18,6 +18,9 @@ def test_a_kernel_shows_one_line_for_a_pass_and_the_sentence_for_a_failure():
         new_code_cell("check_close(double(2.0), 4.0, what='double(2.0)')"),  # a visible test that passes
         new_code_cell("check_close(double(3.0), 7.0, what='double(3.0)')"),  # one that fails
         new_code_cell("print('not a test cell')"),
+        # a test cell with a helper of its own and a plain assert, as some problem sets write them
+        new_code_cell("def _check_double(value):\n    assert value == 4.0, 'double(2.0) should be 4'\n\n"
+                      "_check_double(double(2.0))"),
     ])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     NotebookClient(notebook, timeout=120, allow_errors=True).execute()
@@ -30,4 +33,5 @@ def test_a_kernel_shows_one_line_for_a_pass_and_the_sentence_for_a_failure():
     assert "checks.py" not in shown and "Traceback" not in shown and "File " not in shown
     assert PASSED_LINE not in "".join(output.get("text", "") for output in outputs[3])
     assert "".join(output.get("text", "") for output in outputs[4]).strip() == "not a test cell"
+    assert "".join(output.get("text", "") for output in outputs[5]).strip() == PASSED_LINE
     nbformat.validate(notebook)

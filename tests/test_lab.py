@@ -114,6 +114,9 @@ def lab(tmp_path_factory):
             cell.source = "pass"
     nbformat.write(edited, class_folder / "work" / "edited.ipynb")
     nbformat.write(release, course / "untouched.ipynb")
+    # A notebook downloaded on its own: no course, no release/ above it.
+    (root / "downloads").mkdir()
+    nbformat.write(mistake_notebook(release, source, mistake), root / "downloads" / f"{PS}.ipynb")
     (root / "garbage.ipynb").write_text("{ not a notebook")
     server = Server(root)
     yield server, mistake
@@ -162,6 +165,9 @@ def test_hostile_requests_get_a_sentence_and_the_server_lives_on(lab):
     assert missing[0] == 404 and "nothing.ipynb" in missing[1]["message"]
     garbage = server.check("garbage.ipynb")
     assert garbage[0] in (400, 422) and "Traceback" not in json.dumps(garbage[1])
+    alone = server.check(f"downloads/{PS}.ipynb")
+    assert alone[0] in (400, 404, 422) and "no tests to run" in alone[1]["message"], alone
+    assert "test cells in the notebook still check your answers" in alone[1]["message"]
     assert server.check("course/solved.ipynb")[0] == 200  # still serving
     # Without the token: refused.
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}/autograder/check", method="POST",

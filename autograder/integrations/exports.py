@@ -55,14 +55,16 @@ def _package_metadata() -> str:
     this installation requires (from a source checkout or an installed package alike)."""
     from importlib import metadata
 
-    distribution = metadata.distribution("autograder")
+    from autograder import DISTRIBUTION
+
+    distribution = metadata.distribution(DISTRIBUTION)
     requirements = [requirement for requirement in distribution.requires or []
                     if "extra ==" not in requirement and _requirement_name(requirement) in GRADING_RUNTIME]
     listed = "".join(f"    {json.dumps(requirement)},\n" for requirement in requirements)  # TOML strings
     scripts = "".join(f"{entry.name} = {json.dumps(entry.value)}\n" for entry in distribution.entry_points
                       if entry.group == "console_scripts")
     return ("[build-system]\nrequires = [\"setuptools>=68\"]\nbuild-backend = \"setuptools.build_meta\"\n\n"
-            f"[project]\nname = \"autograder\"\nversion = \"{distribution.version}\"\n"
+            f"[project]\nname = \"{DISTRIBUTION}\"\nversion = \"{distribution.version}\"\n"
             f"requires-python = \"{(distribution.metadata.get_all('Requires-Python') or ['>=3.10'])[0]}\"\n"
             f"dependencies = [\n{listed}]\n\n"
             f"[project.scripts]\n{scripts}\n"

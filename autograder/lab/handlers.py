@@ -82,8 +82,10 @@ def find_tests(notebook: Path, data: bytes, *, installed_course: bool = True) ->
                 continue
             if notebook.stem.startswith(candidate.stem) or ids & copy.answer_ids:
                 return Tests("visible", candidate.stem, copy, Limits())
-    raise NoTests(f"{notebook.name} is not a notebook of a problem set this machine has: open a problem set's "
-                  "notebook from the course folder.")
+    raise NoTests(f"{notebook.name} is not a notebook of a problem set this machine has, so Check has no tests to "
+                  "run; the test cells in the notebook still check your answers when you run them. For Check, open "
+                  "the notebook from the course folder (or a folder with the course's release/), or ask your "
+                  "instructor for the address of the course's feedback service.")
 
 
 class Checker:
