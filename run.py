@@ -94,6 +94,23 @@ def ensure_lab_extension() -> None:
     shutil.copyfile(LAB / "jupyter-config" / "autograder.json", server_config / "autograder.json")
 
 
+HUB_PROXY = VENV / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def ensure_hub_proxy() -> None:
+    """JupyterHub's proxy (from npm), for the test that runs `autograder serve` as a hub service."""
+    if HUB_PROXY.exists():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        print("Note: npm is not installed, so the JupyterHub test will fail. Install Node.js and npm and run "
+              "this again.", flush=True)
+        return
+    print("Installing JupyterHub's proxy (npm) ...", flush=True)
+    subprocess.run([npm, "install", "--prefix", str(VENV / "node"), "--no-audit", "--no-fund", "--loglevel=error",
+                    "configurable-http-proxy@5"], check=True)
+
+
 def _postgres_installed() -> bool:
     return bool(shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
@@ -135,6 +152,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return subprocess.call([str(BIN / "autograder"), "demo", *rest], cwd=ROOT)
     ensure_system_tools()
+    ensure_hub_proxy()
     # The gates first (seconds), then the suite; every failure is reported, the first code returned.
     gates = [("lint (ruff)", [str(BIN / "ruff"), "check", "."]),
              ("types (mypy)", [str(BIN / "python"), "-m", "mypy"])]

@@ -277,7 +277,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.cooldown < 0:
         raise UsageError("--cooldown is a number of seconds, 0 or more.")
     serve(course, host=args.host, port=args.port, limit_per_hour=args.limit, gradebook=not args.no_gradebook,
-          jobs=args.jobs, cooldown=args.cooldown, policy=args.policy)
+          jobs=args.jobs, cooldown=args.cooldown, policy=args.policy, hub=args.hub,
+          instructor_group=args.instructor_group)
     return EXIT_OK
 
 
@@ -402,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.add_argument("--policy", choices=("latest", "best"), default="latest",
                                help="which graded submission nbgrader's gradebook holds: the latest (default) or "
                                     "the best so far (a tie keeps the earlier)")
+    serve_command.add_argument("--hub", action="store_true",
+                               help="run as a JupyterHub service: the hub's users and tokens, under /services/<name>/")
+    serve_command.add_argument("--instructor-group", default="instructors",
+                               help="with --hub: the hub group whose members (and the hub's admins) read every "
+                                    "submission (default: instructors)")
     serve_command.add_argument("--no-gradebook", action="store_true",
                                help="do not record graded submissions in nbgrader's gradebook")
     serve_command.set_defaults(run=cmd_serve)

@@ -134,6 +134,43 @@ class Tokens:
         return student, False
 
 
+class HubUsers:
+    """Who is who when JupyterHub runs the service (``autograder serve --hub``): the hub says whose
+    a token is.  Hub admins and members of the instructor group read the class's submissions;
+    everyone else with access to the service submits as themselves."""
+
+    def __init__(self, instructor_group: str = "instructors") -> None:
+        if not os.environ.get("JUPYTERHUB_API_TOKEN"):
+            raise AutograderError("--hub needs to run as a JupyterHub service: JUPYTERHUB_API_TOKEN is not set. "
+                                  "Register `autograder serve --hub` in c.JupyterHub.services (see the README).")
+        try:
+            from jupyterhub.services.auth import HubAuth
+        except ImportError:
+            raise AutograderError("--hub needs JupyterHub's Python package: pip install jupyterhub") from None
+        self.auth = HubAuth(cache_max_age=60)
+        self.group = instructor_group
+
+    def who(self, token: str | None) -> tuple[str | None, bool]:
+        if not token:
+            raise ServiceError(401, "Send your JupyterHub token: Authorization: token <token>.")
+        try:
+            model = self.auth.user_for_token(token, sync=True)
+        except Exception as error:  # noqa: BLE001 - the hub is down or answered nonsense
+            logging.getLogger("autograder").warning("the hub could not say whose a token is: %s", error)
+            raise ServiceError(503, "The hub could not be asked who you are; try again in a minute.",
+                               retry_after=60) from None
+        if not model or model.get("kind", "user") != "user":
+            raise ServiceError(401, "The hub does not know this token (it may have expired): log in to the hub again.")
+        if self.auth.access_scopes and not self.auth.check_scopes(self.auth.access_scopes, model):
+            raise ServiceError(403, "The hub does not give you access to this service: ask your instructor.")
+        if model.get("admin") or self.group in (model.get("groups") or []):
+            return None, True
+        name = str(model.get("name", ""))
+        if not STUDENT_NAME.fullmatch(name):
+            raise ServiceError(403, "Your hub user name is not one the gradebook can hold (letters, digits, . _ @ -).")
+        return name, False
+
+
 # -------------------------------------------------------------------------- submissions
 
 
@@ -254,7 +291,8 @@ class Service:
     """Accepts, stores, queues and grades submissions; answers questions about them."""
 
     def __init__(self, course: Course, *, limit_per_hour: int = 10, gradebook: bool = True,
-                 jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest") -> None:
+                 jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest",
+                 users: Tokens | HubUsers | None = None) -> None:
         if policy not in POLICIES:
             raise ServiceError(400, f"The grade policy is one of {', '.join(POLICIES)}, not {policy!r}.")
         self.course = course
@@ -262,7 +300,7 @@ class Service:
         self.cooldown, self.policy = max(0.0, float(cooldown)), policy
         self._recorded = RecordedFile(course.root / SERVICE_DIR / "recorded.json")
         self._writers: dict[str, Any] = {}
-        self.tokens = Tokens(course)
+        self.tokens = users or Tokens(course)
         self.store = Store(course)
         self.limit_per_hour = limit_per_hour
         self.problem_sets = set(course.problem_sets())
@@ -417,8 +455,8 @@ class Service:
 # ---------------------------------------------------------------------------------- HTTP
 
 
-def make_app(service: Service) -> Any:
-    """The service's routes (tornado)."""
+def make_app(service: Service, prefix: str = "/") -> Any:
+    """The service's routes (tornado), under ``prefix`` (JupyterHub's /services/<name>/)."""
     import tornado.web
     from tornado.ioloop import IOLoop
 
@@ -501,35 +539,40 @@ def make_app(service: Service) -> Any:
         def prepare(self) -> None:
             self.answer(404, {"message": "No such page: the service answers under /api/submissions."})
 
+    base = re.escape(prefix.rstrip("/"))
     return tornado.web.Application([
-        (r"/api/submissions", Mine),
-        (r"/api/submissions/([^/]{1,120})", One),
-        (r"/api/submissions/([^/]{1,120})/page", Page),
-        (r"/api/submit/([^/]{1,120})", Submit),
+        (base + r"/api/submissions", Mine),
+        (base + r"/api/submissions/([^/]{1,120})", One),
+        (base + r"/api/submissions/([^/]{1,120})/page", Page),
+        (base + r"/api/submit/([^/]{1,120})", Submit),
         (r".*", Missing),
     ])
 
 
 def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_per_hour: int = 10,
           gradebook: bool = True, jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest",
-          ready: Any = None) -> None:
+          hub: bool = False, instructor_group: str = "instructors", ready: Any = None) -> None:
     """Run the service until interrupted (SIGINT or SIGTERM)."""
     import asyncio
     import signal
 
     import tornado.httpserver
 
+    # As a JupyterHub service: the hub vouches for users, and the proxy passes /services/<name>/.
+    users = HubUsers(instructor_group) if hub else None
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") if hub else "/"
     service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook, jobs=jobs, cooldown=cooldown,
-                      policy=policy)
+                      policy=policy, users=users)
 
     async def main() -> None:
-        server = tornado.httpserver.HTTPServer(make_app(service), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)
+        server = tornado.httpserver.HTTPServer(make_app(service, prefix), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)
         server.listen(port, address=host)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(number, stop.set)
-        print(f"Serving {course.root} on http://{host}:{port}/api/submissions (Ctrl-C stops)", flush=True)
+        print(f"Serving {course.root} on http://{host}:{port}{prefix.rstrip('/')}/api/submissions (Ctrl-C stops)",
+              flush=True)
         if ready is not None:
             ready()
         await stop.wait()

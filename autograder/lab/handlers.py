@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from traitlets import Bool, Unicode
+from traitlets import Bool, Unicode, default
 from traitlets.config import Configurable
 
 from autograder import progress
@@ -49,7 +50,13 @@ class AutograderLab(Configurable):
     service_url = Unicode("", config=True, help=(
         "The course's grading service (`autograder serve`), e.g. https://course.example.edu:8765. "
         "When set, Check submits the notebook there and shows the service's feedback."))
-    service_token = Unicode("", config=True, help="The student's token for the course's grading service.")
+    service_token = Unicode("", config=True, help=(
+        "The student's token for the course's grading service. Left empty on a JupyterHub server, "
+        "the server's own hub token is sent (for a service run with `autograder serve --hub`)."))
+
+    @default("service_token")
+    def _hub_token(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
 
 class NoTests(AutograderError):
