@@ -278,7 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--cooldown is a number of seconds, 0 or more.")
     serve(course, host=args.host, port=args.port, limit_per_hour=args.limit, gradebook=not args.no_gradebook,
           jobs=args.jobs, cooldown=args.cooldown, policy=args.policy, hub=args.hub,
-          instructor_group=args.instructor_group)
+          instructor_group=args.instructor_group, scheduler=args.scheduler)
     return EXIT_OK
 
 
@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_command.add_argument("--policy", choices=("latest", "best"), default="latest",
                                help="which graded submission nbgrader's gradebook holds: the latest (default) or "
                                     "the best so far (a tie keeps the earlier)")
+    serve_command.add_argument("--scheduler", metavar="ADDRESS",
+                               help="grade on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
+                                    "--jobs is then how many submissions are in flight (default: 8)")
     serve_command.add_argument("--hub", action="store_true",
                                help="run as a JupyterHub service: the hub's users and tokens, under /services/<name>/")
     serve_command.add_argument("--instructor-group", default="instructors",

@@ -338,6 +338,53 @@ class DaskCluster:
                 client.close(timeout=10)
 
 
+class ClusterGrader:
+    """One submission at a time on a Dask cluster, for the grading service (``autograder serve
+    --scheduler``): one client for the service's lifetime, made when the first submission comes."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        """Connect and check the workers now (a :class:`ClusterError` says what is wrong)."""
+        with self._lock:
+            if self._client is None:
+                client = _connect(self.address)
+                try:
+                    client.register_plugin(_grading_plugin(), name=PLUGIN_NAME)
+                    _check_workers(client, self.address)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        client.close(timeout=10)
+                    raise
+                self._client = client
+
+    def grade(self, source_path: Path, hand_in: HandIn, *, student: str, ps: str, limits: Limits,
+              seed: int | None) -> GradeReport:
+        self.connect()
+        source = SourceNotebook.load(source_path)
+        future = self._client.submit(grade_on_worker, (source.name, source_path.read_bytes()), hand_in, student, ps,
+                                     limits, seed, retries=RETRIES, pure=False,
+                                     key=f"autograder-grade-{ps}-{student}-{uuid.uuid4().hex[:8]}")
+        try:
+            with contextlib.suppress(Exception):  # a failed task is read from its status below
+                future.result()
+            if future.status == "finished":
+                return GradeReport.from_dict(future.result())
+            return not_graded_submission(source, Submission(student, ps, Path(student) / ps), _task_failure(future))
+        finally:
+            future.release()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    self._client.close(timeout=10)
+                self._client = None
+
+
 def grade_batch_on_cluster(address: str, source_path: Path, submissions: list[Submission], reports: Path, *,
                            limits: Limits, seed: int | None = None,
                            progress: Callable[[int, int, GradeReport], None] | None = None) -> list[GradeReport]:

@@ -21,6 +21,7 @@ starts again, so every accepted submission is graded, once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,12 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autograder.batch import MAX_NOTEBOOK_BYTES, TIMESTAMP_FILE, default_jobs
+from autograder.batch import MAX_NOTEBOOK_BYTES, TIMESTAMP_FILE, HandIn, default_jobs
 from autograder.course import Course
 from autograder.errors import AutograderError
 from autograder.notebook import NotebookError, parse_notebook
 
 SERVICE_DIR = "service"
+CLUSTER_JOBS = 8  # submissions in flight on a Dask cluster unless --jobs says otherwise
 POLICIES = ("latest", "best")  # which graded submission the gradebook holds
 TOKENS_FILE = "tokens.json"
 STUDENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -292,7 +294,7 @@ class Service:
 
     def __init__(self, course: Course, *, limit_per_hour: int = 10, gradebook: bool = True,
                  jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest",
-                 users: Tokens | HubUsers | None = None) -> None:
+                 users: Tokens | HubUsers | None = None, scheduler: str | None = None) -> None:
         if policy not in POLICIES:
             raise ServiceError(400, f"The grade policy is one of {', '.join(POLICIES)}, not {policy!r}.")
         self.course = course
@@ -304,13 +306,20 @@ class Service:
         self.store = Store(course)
         self.limit_per_hour = limit_per_hour
         self.problem_sets = set(course.problem_sets())
+        self._cluster: Any = None
+        if scheduler:  # graded on a Dask cluster; checked before the service opens
+            from autograder.distributed import ClusterGrader
+
+            self._cluster = ClusterGrader(scheduler)
+            self._cluster.connect()
         self._queue: queue.Queue[str | None] = queue.Queue()
         for sid in self.store.pending():  # accepted before a crash: graded now
             self._queue.put(sid)
         self._submit_lock = threading.Lock()
         self._record_lock = threading.Lock()  # one gradebook session, written by one grader at a time
         self._graders = [threading.Thread(target=self._grade_forever, name=f"autograder-service-grader-{n}",
-                                          daemon=True) for n in range(max(1, jobs or default_jobs()))]
+                                          daemon=True)
+                         for n in range(max(1, jobs or (CLUSTER_JOBS if scheduler else default_jobs())))]
         for grader in self._graders:
             grader.start()
 
@@ -380,14 +389,19 @@ class Service:
         from autograder.grader.launcher import Launcher
         from autograder.html import student_page
 
-        with Launcher() as launcher:
+        with contextlib.nullcontext(None) if self._cluster else Launcher() as launcher:
             while (sid := self._queue.get()) is not None:
                 meta = self.store.metas[sid]
                 try:
-                    source = self.course.source(meta.ps)
-                    report = grade_notebook(source, self.store.notebook(sid), notebook_name=f"{meta.ps}.ipynb",
-                                            student=meta.student, seed=meta.seed, limits=self.course.limits(),
-                                            launcher=launcher)
+                    if self._cluster is not None:
+                        hand_in = HandIn(f"{meta.ps}.ipynb", self.store.notebook(sid), meta.submitted_at)
+                        report = self._cluster.grade(self.course.source_notebook(meta.ps), hand_in,
+                                                     student=meta.student, ps=meta.ps, limits=self.course.limits(),
+                                                     seed=meta.seed)
+                    else:
+                        report = grade_notebook(self.course.source(meta.ps), self.store.notebook(sid),
+                                                notebook_name=f"{meta.ps}.ipynb", student=meta.student,
+                                                seed=meta.seed, limits=self.course.limits(), launcher=launcher)
                     report.submitted_at = meta.submitted_at
                     with self._record_lock:
                         if self._counts(meta, report):
@@ -450,6 +464,8 @@ class Service:
             grader.join(timeout=30)
         for writer in self._writers.values():
             writer.__exit__(None, None, None)
+        if self._cluster is not None:
+            self._cluster.close()
 
 
 # ---------------------------------------------------------------------------------- HTTP
@@ -551,7 +567,8 @@ def make_app(service: Service, prefix: str = "/") -> Any:
 
 def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_per_hour: int = 10,
           gradebook: bool = True, jobs: int | None = None, cooldown: float = 0.0, policy: str = "latest",
-          hub: bool = False, instructor_group: str = "instructors", ready: Any = None) -> None:
+          hub: bool = False, instructor_group: str = "instructors", scheduler: str | None = None,
+          ready: Any = None) -> None:
     """Run the service until interrupted (SIGINT or SIGTERM)."""
     import asyncio
     import signal
@@ -562,7 +579,7 @@ def serve(course: Course, *, host: str = "127.0.0.1", port: int = 8765, limit_pe
     users = HubUsers(instructor_group) if hub else None
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/") if hub else "/"
     service = Service(course, limit_per_hour=limit_per_hour, gradebook=gradebook, jobs=jobs, cooldown=cooldown,
-                      policy=policy, users=users)
+                      policy=policy, users=users, scheduler=scheduler)
 
     async def main() -> None:
         server = tornado.httpserver.HTTPServer(make_app(service, prefix), max_body_size=MAX_NOTEBOOK_BYTES + 2**20)

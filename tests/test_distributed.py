@@ -278,6 +278,35 @@ def test_the_cluster_and_the_local_pool_grade_a_class_alike(cluster, notebooks, 
         assert any("autograder.worker.template" in args for ppid, _, args in table.values() if ppid == pid)
 
 
+def test_the_grading_service_grades_on_the_cluster(cluster, notebooks, tmp_path):
+    """`autograder serve --scheduler`: submissions are graded by the cluster's workers, each at
+    the seed the service recorded for it."""
+    from autograder.course import Course
+    from autograder.service import Service, Tokens
+
+    cluster.ready()
+    source, release, answers = notebooks
+    course = tmp_path / "course"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    tokens = Tokens(Course(course)).issue(["ada", "bob"])
+    mistake = load_catalogue(ROOT / "source" / PS / "mistakes.toml")[0]
+    service = Service(Course(course), scheduler=cluster.address, jobs=2, gradebook=False)
+    try:
+        right = service.submit(tokens["ada"], PS, nbformat.writes(with_answers(release, answers)).encode())
+        wrong = service.submit(tokens["bob"], PS, nbformat.writes(mistake_notebook(release, source, mistake)).encode())
+        reports = {meta.student: _wait_until(lambda meta=meta: service.store.result(meta.id), 180, "a graded submission")
+                   for meta in (right, wrong)}
+    finally:
+        service.close()
+    assert reports["ada"]["score"] == reports["ada"]["max_score"] == 20 and reports["ada"]["seed"] == right.seed
+    assert reports["bob"]["score"] < 20 and reports["bob"]["seed"] == wrong.seed
+    said = json.dumps(reports["bob"]["tests"]).lower()
+    assert all(phrase.lower() in said for phrase in mistake.feedback)
+    assert set(cluster.graded_on_workers({"ada", "bob"})) == {"ada", "bob"}  # by the cluster's workers
+
+
 def test_an_address_that_is_not_a_scheduler_is_a_usage_error(cluster, notebooks, tmp_path):
     submitted = _write_class(tmp_path, {"ada": with_answers(notebooks[1], notebooks[2])})
     worker = next(iter(cluster.worker_pids()))
