@@ -318,7 +318,9 @@ def test_an_address_that_is_not_a_scheduler_is_a_usage_error(cluster, notebooks,
 
 def test_ctrl_c_cancels_what_is_left_on_the_cluster(cluster, notebooks, tmp_path):
     cluster.ready()
-    students = {f"interrupted-{n}": _slow(notebooks, 2) for n in range(6)}
+    # Slow enough that Ctrl-C comes with work left even on a loaded machine (the first report
+    # may be seen seconds late).
+    students = {f"interrupted-{n}": _slow(notebooks, 4) for n in range(6)}
     submitted = _write_class(tmp_path, students)
     grading = _grade(submitted, tmp_path / "reports", "--scheduler", cluster.address)
     _wait_until(lambda: list((tmp_path / "reports").glob("*.json")), 60, "a first report")
