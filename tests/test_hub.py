@@ -65,6 +65,7 @@ def hub(tmp_path_factory):
     shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
     port, hub_port, proxy_port, service_port = (free_port() for _ in range(4))
     admin_token = secrets.token_hex(24)
+    (folder / "admin_token").write_text(admin_token)
     autograder = Path(sys.executable).parent / "autograder"
     (folder / "jupyterhub_config.py").write_text(f"""
 c.JupyterHub.ip = "127.0.0.1"
@@ -147,3 +148,21 @@ def test_a_hub_user_submits_through_the_hub_and_only_they_read_the_feedback(hub)
     assert status == 200 and [row["student"] for row in listed["submissions"]] == ["ada"]
     status, page = call(f"{service}/api/submissions/{accepted['id']}/page", tokens["prof"])
     assert status == 200 and "Exercise" in page["html"]
+
+
+@pytest.mark.slow
+def test_a_token_with_only_the_service_scope_works_and_one_without_it_is_refused(hub):
+    """What the Check button sends from a hub user's JupyterLab: the server's own token, whose
+    scopes the README has the hub grant (`c.Spawner.server_token_scopes`)."""
+    base, _, _, folder = hub
+    admin = (folder / "admin_token").read_text()
+    scoped = {}
+    for name, scopes in (("service", ["access:services!service=autograder"]), ("activity", ["users:activity!user"])):
+        status, made = call(f"{base}/hub/api/users/ada/tokens", admin, "POST",
+                            json.dumps({"note": name, "scopes": scopes}).encode())
+        assert status in (200, 201), made
+        scoped[name] = made["token"]
+    status, listed = call(f"{base}/services/autograder/api/submissions", scoped["service"])
+    assert status == 200 and all(row["student"] == "ada" for row in listed["submissions"]), listed
+    status, refused = call(f"{base}/services/autograder/api/submissions", scoped["activity"])
+    assert status == 403 and "access to this service" in refused["message"], refused
