@@ -196,3 +196,18 @@ def test_automatic_mutants_lose_points_or_are_recorded(ps):
         if ("mutant", mutant.key, seed) in reports)]
     assert not unexplained, (f"{ps}: these mutants of the solution get full marks at seeds {MUTANT_SEEDS}; write "
                              f"a hidden test that tells them apart, or record them in audit.toml: {unexplained}")
+
+
+def test_the_readme_audit_table_matches_the_sets():
+    """The README's figures per set are those of the files the audit reads."""
+    import re
+
+    rows = {match[0]: tuple(int(n) for n in match[1:]) for match in re.findall(
+        r"^\| (ps\d\d_\w+) \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", (ROOT / "README.md").read_text(), flags=re.M)}
+    assert set(rows) == set(PROBLEM_SETS), set(rows) ^ set(PROBLEM_SETS)
+    for ps in PROBLEM_SETS:
+        answers = solution_answers(read_notebook(COURSE.source_notebook(ps)))
+        counted = (len(load_catalogue(COURSE.catalogue(ps))), len(load_alternatives(COURSE.alternatives(ps))),
+                   sum(len(mutants_of(cell, code)) for cell, code in answers.items()),
+                   len(load_survivor_records(COURSE.audit_records(ps))))
+        assert rows[ps] == counted, (ps, rows[ps], counted)
