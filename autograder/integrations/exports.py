@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 from autograder.course import CONFIG_FILE, Course
+from autograder.errors import AutograderError
 from autograder.report import GradeReport
 
 
@@ -57,7 +58,12 @@ def _package_metadata() -> str:
 
     from autograder import DISTRIBUTION
 
-    distribution = metadata.distribution(DISTRIBUTION)
+    try:
+        distribution = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        raise AutograderError(f"The Gradescope package is built from the installed {DISTRIBUTION} package, and "
+                              "this Python has none: install the course's package first (python3 run.py shell, "
+                              "or pip install -e .).") from None
     requirements = [requirement for requirement in distribution.requires or []
                     if "extra ==" not in requirement and _requirement_name(requirement) in GRADING_RUNTIME]
     listed = "".join(f"    {json.dumps(requirement)},\n" for requirement in requirements)  # TOML strings
