@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -118,3 +119,13 @@ def leaked_workers():
 def make_tiny_notebook():
     """A function that builds the tiny problem set's instructor notebook afresh."""
     return tiny_source_notebook
+
+
+def one_set_course(folder: Path, ps: str) -> Path:
+    """``folder/course``: the course's settings and one problem set's source, for a test to grade in."""
+    root = Path(__file__).resolve().parent.parent
+    course = folder / "course"
+    course.mkdir()
+    shutil.copy(root / "nbgrader_config.py", course)
+    shutil.copytree(root / "source" / ps, course / "source" / ps)
+    return course

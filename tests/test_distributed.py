@@ -25,6 +25,8 @@ from autograder.distributed import ClusterError, grade_batch_on_cluster, worker_
 from autograder.notebook import read_notebook
 from autograder.settings import Limits
 
+from conftest import one_set_course
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -286,10 +288,7 @@ def test_the_grading_service_grades_on_the_cluster(cluster, notebooks, tmp_path)
 
     cluster.ready()
     source, release, answers = notebooks
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(tmp_path, PS)
     tokens = Tokens(Course(course)).issue(["ada", "bob"])
     mistake = load_catalogue(ROOT / "source" / PS / "mistakes.toml")[0]
     service = Service(Course(course), scheduler=cluster.address, jobs=2, gradebook=False)

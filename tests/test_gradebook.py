@@ -22,6 +22,8 @@ import pytest
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.notebook import read_notebook, split_hidden_tests
 
+from conftest import one_set_course
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -196,10 +198,7 @@ def test_formgrader_sees_our_grades_and_a_manual_grade_survives_regrading(graded
 
 
 def test_another_database_and_opting_out(tmp_path):
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(tmp_path, PS)
     release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
     write_submission(course, "ada", release, None)
     other = tmp_path / "elsewhere.db"
@@ -213,10 +212,7 @@ def test_another_database_and_opting_out(tmp_path):
 
 
 def test_renaming_a_graded_cell_after_grading_says_what_to_do(tmp_path):
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(tmp_path, PS)
     write_submission(course, "ada", read_notebook(ROOT / "release" / PS / f"{PS}.ipynb"), None)
     assert autograder("grade", PS, cwd=course).returncode == 0
     path = course / "source" / PS / f"{PS}.ipynb"
@@ -325,10 +321,7 @@ def test_a_student_whose_rows_fail_costs_only_that_student(tmp_path, monkeypatch
     from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
     from autograder.report import GradeReport
 
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(tmp_path, PS)
     source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
     release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
     for student in ("ada", "bob", "cy"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,8 @@ import pytest
 
 from autograder.catalogue import load_catalogue, mistake_notebook
 from autograder.notebook import read_notebook
+
+from conftest import one_set_course
 
 ROOT = Path(__file__).resolve().parent.parent
 PS = "ps05_derivatives"
@@ -59,10 +60,7 @@ def hub(tmp_path_factory):
     if not PROXY.exists():
         pytest.fail(f"JupyterHub's proxy is not installed at {PROXY}: `python3 run.py test` installs it (npm).")
     folder = tmp_path_factory.mktemp("hub")
-    course = folder / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(folder, PS)
     port, hub_port, proxy_port, service_port = (free_port() for _ in range(4))
     admin_token = secrets.token_hex(24)
     (folder / "admin_token").write_text(admin_token)

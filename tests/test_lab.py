@@ -23,6 +23,8 @@ import pytest
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.notebook import read_notebook
 
+from conftest import one_set_course
+
 ROOT = Path(__file__).resolve().parent.parent
 PS = "ps05_derivatives"
 
@@ -94,10 +96,7 @@ def lab(tmp_path_factory):
     """A self-learner's course folder (hidden tests on the machine) and a student's folder with
     only the released notebook, served by one Jupyter server."""
     root = tmp_path_factory.mktemp("lab")
-    course = root / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(root, PS)
     source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
     release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
     mistake = load_catalogue(ROOT / "source" / PS / "mistakes.toml")[0]

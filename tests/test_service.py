@@ -22,6 +22,8 @@ import pytest
 from autograder.catalogue import load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.notebook import read_notebook
 
+from conftest import one_set_course
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PS = "ps05_derivatives"
@@ -77,10 +79,7 @@ class Service:
 
 @pytest.fixture
 def course(tmp_path):
-    course = tmp_path / "course"
-    course.mkdir()
-    shutil.copy(ROOT / "nbgrader_config.py", course)
-    shutil.copytree(ROOT / "source" / PS, course / "source" / PS)
+    course = one_set_course(tmp_path, PS)
     source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
     release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
     mistake = load_catalogue(ROOT / "source" / PS / "mistakes.toml")[0]
