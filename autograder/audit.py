@@ -105,10 +105,13 @@ class Job:
     limits: Limits | None = None  # None: the audit's limits
 
 
-def _grading_process(sources: dict[str, SourceNotebook], limits: Limits, tasks: Any, results: Any) -> None:
+def _grading_process(sources: dict[str, SourceNotebook], limits: Limits, tasks: Any, results: Any,
+                     number: int = 0) -> None:
+    from autograder.batch import share_a_core
     from autograder.grader.grading import grade_notebook
     from autograder.grader.launcher import Launcher
 
+    share_a_core(number)
     with Launcher() as launcher:
         while (task := tasks.get()) is not None:
             index, job = task
@@ -136,8 +139,8 @@ def grade_jobs(sources: dict[str, SourceNotebook], jobs: list[Job], *, limits: L
         tasks.put(item)
     for _ in range(count):
         tasks.put(None)
-    workers = [context.Process(target=_grading_process, args=(sources, limits, tasks, results), daemon=True)
-               for _ in range(count)]
+    workers = [context.Process(target=_grading_process, args=(sources, limits, tasks, results, number), daemon=True)
+               for number in range(count)]
     for worker in workers:
         worker.start()
     done: dict[int, GradeReport | str] = {}

@@ -15,11 +15,11 @@ import queue
 import resource
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from autograder import safefs
+from autograder import safefs, stages
 from autograder.grader.grading import grade_notebook, not_graded
 from autograder.grader.launcher import Launcher
 from autograder.html import class_page, student_page
@@ -232,25 +232,51 @@ def grade_handed_notebooks(source: SourceNotebook, hand_in: HandIn, *, ps: str, 
 
 def grade_submission(source: SourceNotebook, submission: Submission, *, limits: Limits,
                      launcher: Launcher | None, seed: int | None = None) -> GradeReport:
-    return grade_hand_in(source, submission, submission.read(), limits=limits, launcher=launcher, seed=seed)
+    with stages.stage("read the hand-in"):
+        hand_in = submission.read()
+    return grade_hand_in(source, submission, hand_in, limits=limits, launcher=launcher, seed=seed)
+
+
+def share_a_core(number: int) -> None:
+    """Run this process, and the template and workers it starts, on one core of those this
+    process may use (the ``number``-th, round robin).
+
+    A grading process and its worker take turns (each call or callback waits for the other),
+    so they never need two cores at once; on one core each turn is a switch between two
+    processes, on two cores it is also a wake-up across cores, which costs several times more
+    (measured: a round trip of about 10 us on one core, 35 us across two).  One grading process
+    per core keeps every core busy."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) > 1:
+            os.sched_setaffinity(0, {cores[number % len(cores)]})
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: the scheduler decides
 
 
 def _grading_process(source_path: Path, limits: Limits, seed: int | None,
-                     tasks: multiprocessing.Queue, results: multiprocessing.Queue) -> None:
+                     tasks: multiprocessing.Queue, results: multiprocessing.Queue, number: int = 0) -> None:
     """One of the batch's processes: grade submissions from ``tasks`` until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
+    share_a_core(number)
     # Die with the parent, even when it is killed with SIGKILL.
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    source = SourceNotebook.load(source_path)
+    stages.take()  # what the parent summed before the fork is the parent's
+    with stages.stage("start: load the problem set"):
+        source = SourceNotebook.load(source_path)
     with Launcher() as launcher:
+        with stages.stage("start: the warm worker template"):
+            launcher.warm()
         while (task := tasks.get()) is not None:
             index, submission = task
             try:
                 report = grade_submission(source, submission, limits=limits, launcher=launcher, seed=seed)
             except Exception as error:  # noqa: BLE001 - one submission never stops the batch
                 report = grader_fault(source, submission, error)
-            # With its peak memory so far: the grader's own, not its workers'.
-            results.put((index, report.to_dict(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+            with stages.stage("send the report to the parent"):
+                data = report.to_dict()
+            # With its peak memory so far (the grader's own, not its workers') and its stages.
+            results.put((index, data, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, stages.take()))
 
 
 GRADER_FAULT = ("The grader itself failed on this notebook, so it was not graded: this says nothing about "
@@ -279,6 +305,8 @@ class BatchStats:
     """Measurements of a batch, for benchmarks and tests."""
 
     grader_peak_bytes: int = 0  # the largest peak resident memory of a grading process (not its workers)
+    jobs: int = 0  # grading processes
+    grader_stages: stages.Totals = field(default_factory=dict)  # summed over the grading processes
 
 
 def default_jobs() -> int:
@@ -307,6 +335,8 @@ class LocalPool:
     def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
                 seed: int | None) -> Iterator[tuple[int, GradeReport]]:
         jobs = max(1, min(self.jobs or default_jobs(), len(submissions)))
+        if self.stats is not None:
+            self.stats.jobs = jobs
         # Forking this process is quick, and it holds no student data.
         context = multiprocessing.get_context("fork")
         # Results wait in a short queue: when the caller falls behind (writing the gradebook),
@@ -316,15 +346,16 @@ class LocalPool:
             tasks.put(item)
         for _ in range(jobs):
             tasks.put(None)
-        processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results),
-                                     daemon=True) for _ in range(jobs)]
+        processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results, number),
+                                     daemon=True) for number in range(jobs)]
         for process in processes:
             process.start()
         received = 0
         try:
             while received < len(submissions):
                 try:
-                    index, data, peak = results.get(timeout=1.0)
+                    with stages.stage("wait for the graders"):
+                        index, data, peak, their_stages = results.get(timeout=1.0)
                 except queue.Empty:
                     if not any(process.is_alive() for process in processes):
                         return
@@ -332,7 +363,10 @@ class LocalPool:
                 received += 1
                 if self.stats is not None:
                     self.stats.grader_peak_bytes = max(self.stats.grader_peak_bytes, peak)
-                yield index, GradeReport.from_dict(data)
+                    stages.merge(self.stats.grader_stages, their_stages)
+                with stages.stage("receive reports"):
+                    report = GradeReport.from_dict(data)
+                yield index, report
         finally:
             for process in processes:
                 process.join(timeout=5)
@@ -366,8 +400,9 @@ def grade_class(
     def finish(index: int, report: GradeReport) -> None:
         if progress:  # first: recording it in a gradebook sets the report's final score
             progress(len(done) + 1, len(submissions), report)
-        write_student_files(report, reports, submissions[index].student)
-        done[index] = report.summary()
+        with stages.stage("write reports and pages"):
+            write_student_files(report, reports, submissions[index].student)
+            done[index] = report.summary()
 
     for index, report in executor.results(source_path, submissions, limits=limits, seed=seed):
         finish(index, report)
@@ -375,7 +410,8 @@ def grade_class(
         if index not in done:
             finish(index, not_graded_submission(source, submission, "The grading process stopped before this notebook."))
     ordered = [done[index] for index in range(len(submissions))]
-    write_class_summary(reports)
+    with stages.stage("write the class summary"):
+        write_class_summary(reports)
     return ordered
 
 

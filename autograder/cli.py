@@ -19,10 +19,12 @@ import dataclasses
 import json
 import secrets
 import sys
+import time
 from pathlib import Path
 
-from autograder import __version__, progress
+from autograder import __version__, progress, stages
 from autograder.batch import (
+    BatchStats,
     already_graded,
     find_submissions,
     grade_batch,
@@ -137,13 +139,15 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
               "grading the rest (--regrade grades all again).", file=sys.stderr)
     by_name = {submission.student: submission for submission in submissions}
     limits = _limits(course, args)
+    stats = BatchStats()
+    began = time.perf_counter()
     with contextlib.ExitStack() as stack:
         gradebook = None
         if not getattr(args, "no_gradebook", False):
             from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
 
             target = GradebookTarget.for_course(course, submitted, getattr(args, "db", None))
-            gradebook = stack.enter_context(GradebookWriter(course, ps, target))
+            gradebook = stack.enter_context(GradebookWriter(course, ps, target, batch=True))
 
         def progress(number: int, total: int, report) -> None:
             state = "not graded" if report.status != "graded" else f"{report.score:g}/{report.max_score:g}"
@@ -173,10 +177,11 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
                 raise UsageError(str(error)) from error
         else:
             graded = grade_batch(source_path, todo, reports, limits=limits, seed=args.seed,
-                                 jobs=getattr(args, "jobs", None), progress=progress)
+                                 jobs=getattr(args, "jobs", None), progress=progress, stats=stats)
     by_student = {report.student: report for report in [*previous, *graded]}
     results = [by_student[submission.student] for submission in submissions]
-    write_class_summary(reports)  # the whole class, also when one student was graded
+    if not todo:  # grading writes it (the whole class, also when one student was graded)
+        write_class_summary(reports)
     print(f"\n{ps}")
     print_summary(results)
     print(f"Reports: {reports} (class summary: {reports / 'index.html'})")
@@ -184,7 +189,19 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
         for warning in gradebook.warnings:
             print(f"warning: {printable(warning)}", file=sys.stderr)
         print(f"Gradebook: {target.db_url} (autograded notebooks: {target.autograded})")
+    if getattr(args, "timings", False):
+        _print_timings(stats, len(todo), time.perf_counter() - began)
     return EXIT_NOT_GRADED if any(report.status != "graded" for report in results) else EXIT_OK
+
+
+def _print_timings(stats: BatchStats, notebooks: int, graded_in: float) -> None:
+    mine = stages.take()
+    before = stages.since_process_start()
+    if before is not None:
+        mine["start-up: interpreter, imports, course"] = [max(0.0, before - graded_in), 1.0]
+    wall = graded_in + mine.get("start-up: interpreter, imports, course", [0.0])[0]
+    print(stages.table(mine, stats.grader_stages, notebooks=notebooks, wall=wall, jobs=stats.jobs or 1),
+          file=sys.stderr)
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
@@ -362,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="write reports only, not nbgrader's gradebook and autograded/")
     grade.add_argument("--scheduler", metavar="ADDRESS",
                        help="grade on a Dask cluster, e.g. tcp://10.0.0.5:8786 (default: local processes)")
+    grade.add_argument("--timings", action="store_true",
+                       help="print where the time went, stage by stage (start-up, grading, gradebook, reports)")
     grade.add_argument("--regrade", action="store_true",
                        help="grade every submission again, even those with an up-to-date report")
     grade.set_defaults(run=cmd_grade)

@@ -94,8 +94,9 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def peak_memory(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Run ``command``; return (seconds, peak total RSS in MiB of it and all its descendants)."""
+def peak_memory(command: list[str], cwd: Path) -> tuple[float, float, str]:
+    """Run ``command``; return (seconds, peak total RSS in MiB of it and all its descendants,
+    what it printed on stderr)."""
     with tempfile.TemporaryFile() as log:  # a pipe nobody reads would fill up and stall the command
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
@@ -104,10 +105,30 @@ def peak_memory(command: list[str], cwd: Path) -> tuple[float, float]:
             peak = max(peak, sum(rss_kib(pid) for pid in descendants(process.pid)))
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        log.seek(0)
+        printed = log.read().decode(errors="replace")
         if process.returncode not in (0, 1, 3):
-            log.seek(0)
-            sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{log.read().decode()[-3000:]}")
-    return elapsed, peak / 1024
+            sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{printed[-3000:]}")
+    return elapsed, peak / 1024, printed
+
+
+def warm_recheck(course: Path, ps: str, notebook: Path, runs: int = 5) -> list[float]:
+    """Seconds to grade ``notebook`` again in a process that has graded it once (a warm worker
+    template, the problem set loaded): what Check in JupyterLab and the service pay per press."""
+    from autograder.grader.grading import grade_notebook
+    from autograder.grader.launcher import Launcher
+    from autograder.notebook import SourceNotebook
+
+    source = SourceNotebook.load(course / "source" / ps / f"{ps}.ipynb")
+    data = notebook.read_bytes()
+    times = []
+    with Launcher() as launcher:
+        grade_notebook(source, data, notebook_name=notebook.name, seed=0, launcher=launcher)
+        for run_number in range(runs):
+            started = time.perf_counter()
+            grade_notebook(source, data, notebook_name=notebook.name, seed=run_number + 1, launcher=launcher)
+            times.append(time.perf_counter() - started)
+    return times
 
 
 def nbgrader_scores(course: Path, ps: str, students: list[str]) -> dict[str, float]:
@@ -137,15 +158,16 @@ def main() -> None:
         print(f"{args.n} submissions of {args.ps} ({competitor_n} for nbgrader), {os.cpu_count()} cores, "
               f"Python {sys.version.split()[0]}")
 
-        nbgrader_seconds, nbgrader_mib = peak_memory(
+        nbgrader_seconds, nbgrader_mib, _ = peak_memory(
             [str(BIN / "nbgrader"), "autograde", args.ps, "--force"], theirs_course)
         theirs = nbgrader_scores(theirs_course, args.ps, compared)
 
         command = [str(BIN / "autograder"), "--course", str(course), "grade", args.ps,
-                   "--reports", str(course / "reports")]
+                   "--reports", str(course / "reports"), "--timings"]
         if args.jobs:
             command += ["--jobs", str(args.jobs)]
-        ours_seconds, ours_mib = peak_memory(command, course)
+        ours_seconds, ours_mib, printed = peak_memory(command, course)
+        breakdown = printed[printed.find("where the time went"):].rstrip()
         ours = {student: json.loads((course / "reports" / f"{student}.json").read_text())["score"]
                 for student in students}
 
@@ -153,6 +175,7 @@ def main() -> None:
         notebook = course / "submitted" / students[0] / args.ps / f"{args.ps}.ipynb"
         check = [run([str(BIN / "autograder"), "--course", str(course), "check", str(notebook)], course)
                  for _ in range(5)]
+        warm = warm_recheck(course, args.ps, notebook)
 
     print()
     print(f"{'grader':<22}{'notebooks':>10}{'total s':>10}{'s/notebook':>12}{'notebooks/s':>13}{'peak MiB':>10}")
@@ -168,13 +191,16 @@ def main() -> None:
         print(f"  {student}: nbgrader {a}, autograder {b}")
     print(f"autograder check, cold CLI, end to end: median {statistics.median(check):.2f} s "
           f"(min {min(check):.2f}, max {max(check):.2f}, 5 runs)")
+    print(f"the same notebook checked again by a running process (warm template): median "
+          f"{statistics.median(warm):.3f} s (min {min(warm):.3f}, max {max(warm):.3f}, {len(warm)} runs)")
+    print(f"\nautograder grade, {breakdown}")
     if args.memory:
         print("\npeak memory of `autograder grade` and all its processes (memory should stay flat):")
         for n in (args.n, 4 * args.n):
             with tempfile.TemporaryDirectory(prefix="bench-mem-") as scratch:
                 course = Path(scratch)
                 build_class(course, args.ps, n)
-                seconds, mib = peak_memory([str(BIN / "autograder"), "--course", str(course), "grade", args.ps,
+                seconds, mib, _ = peak_memory([str(BIN / "autograder"), "--course", str(course), "grade", args.ps,
                                             "--reports", str(course / "reports")], course)
             print(f"  {n:>5} submissions: {seconds:6.1f} s, peak {mib:6.0f} MiB")
     if disagreements:

@@ -165,3 +165,41 @@ def test_when_the_grader_itself_fails_the_student_reads_no_server_detail(tiny, m
     assert secret not in written and "OSError" not in written and "Traceback" not in written
     logging.getLogger("autograder").removeHandler(terminal)
     assert secret in capfd.readouterr().err  # the instructor is told what happened
+
+
+def test_timings_say_where_the_time_went(tmp_path):
+    """``grade --timings``: the parent's stages and the grading processes' (summed), each a real
+    measurement: the graders' stages fit in their wall time, and grading took some of it."""
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    for student in ("ada", "bob", "cy"):
+        target = tmp_path / "submitted" / student / PS / f"{PS}.ipynb"
+        target.parent.mkdir(parents=True)
+        nbformat.write(with_answers(release, solution_answers(source)), target)
+    result = subprocess.run([str(AUTOGRADER), "grade", PS, "--submitted", str(tmp_path / "submitted"),
+                             "--reports", str(tmp_path / "reports"), "--jobs", "2", "--timings"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stderr[result.stderr.index("where the time went"):]
+    header = text.splitlines()[0]
+    assert header.startswith("where the time went (3 notebooks,") and "2 grading processes" in header
+    wall = float(header.split(" s wall")[0].rsplit(" ", 1)[1])
+    parent_part, grader_part = text.split("grading processes (summed over 2")
+    def rows(part: str) -> dict[str, float]:
+        found = {}
+        for line in part.splitlines():
+            fields = line.rsplit(None, 2)
+            if len(fields) == 3 and fields[1].replace(".", "", 1).isdigit():
+                found[fields[0].strip()] = float(fields[1])
+        return found
+    parent, graders = rows(parent_part), rows(grader_part)
+    for stage in ("gradebook rows", "autograded notebooks", "write reports and pages", "wait for the graders",
+                  "start-up: interpreter, imports, course"):
+        assert stage in parent, (stage, parent_part)
+    for stage in ("test cells", "student cells", "start a worker (fork, confine)", "start: the warm worker template",
+                  "(within the above) waiting for the worker: Call"):
+        assert stage in graders, (stage, grader_part)
+    assert sum(parent.values()) <= wall * 1.05 + 0.05
+    own = sum(seconds for stage, seconds in graders.items() if not stage.startswith("(within"))
+    assert 0 < graders["test cells"] < own <= 2 * wall * 1.05 + 0.05
+    assert graders["(within the above) waiting for the worker: Call"] < graders["test cells"]

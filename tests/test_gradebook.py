@@ -311,9 +311,11 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
         assert gradebook.find_submission(PS, "hal").needs_manual_grade
 
 
-def test_a_student_whose_rows_fail_costs_only_that_student(tmp_path, monkeypatch):
+@pytest.mark.parametrize("batch", [False, True], ids=["commit-each", "one-transaction"])
+def test_a_student_whose_rows_fail_costs_only_that_student(tmp_path, monkeypatch, batch):
     """A failure halfway through one student's rows undoes its scores only (the report stays on
-    disk for the next run), and the students before and after it reach the gradebook."""
+    disk for the next run), and the students before and after it reach the gradebook; also when
+    several students share a transaction (``autograder grade``), which the failure rolls back."""
     from nbgrader.api import Gradebook, MissingEntry
 
     from autograder.batch import Submission
@@ -330,7 +332,7 @@ def test_a_student_whose_rows_fail_costs_only_that_student(tmp_path, monkeypatch
     assert result.returncode == 0, result.stdout + result.stderr
 
     target = GradebookTarget.for_course(Course(course), course / "submitted", None)
-    with GradebookWriter(Course(course), PS, target) as writer:
+    with GradebookWriter(Course(course), PS, target, batch=batch) as writer:
         real_penalty = writer._late_penalty
 
         def failing_for_bob(student, score, seconds_late):
@@ -350,3 +352,45 @@ def test_a_student_whose_rows_fail_costs_only_that_student(tmp_path, monkeypatch
             assert gradebook.find_submission(PS, "bob").score == 0
         except MissingEntry:
             pass
+
+
+def test_one_transaction_for_many_students_reaches_the_gradebook_when_its_commit_fails(tmp_path, monkeypatch):
+    """``autograder grade`` commits many students at once; a commit that fails records each of
+    them again on its own, so none is lost for another's fault."""
+    from nbgrader.api import Gradebook
+
+    from autograder.batch import Submission
+    from autograder.course import Course
+    from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
+    from autograder.report import GradeReport
+
+    course = one_set_course(tmp_path, PS)
+    source = read_notebook(ROOT / "source" / PS / f"{PS}.ipynb")
+    release = read_notebook(ROOT / "release" / PS / f"{PS}.ipynb")
+    students = ("ada", "bob", "cy")
+    for student in students:
+        write_submission(course, student, with_answers(release, solution_answers(source)), None)
+    assert autograder("grade", PS, "--no-gradebook", cwd=course).returncode == 0
+
+    target = GradebookTarget.for_course(Course(course), course / "submitted", None)
+    with GradebookWriter(Course(course), PS, target, batch=True) as writer:
+        session = writer._gradebook.db
+        real_commit, commits = session.commit, []
+
+        def commit_failing_once():
+            commits.append(1)
+            if len(commits) == 1:
+                raise RuntimeError("database is locked")
+            return real_commit()
+
+        monkeypatch.setattr(session, "commit", commit_failing_once)
+        monkeypatch.setattr(writer, "COMMIT_SECONDS", 3600.0)
+        for student in students:
+            report = GradeReport.read_json(course / "reports" / PS / f"{student}.json")
+            writer.record(report, Submission(student, PS, course / "submitted" / student / PS))
+            assert report.final is not None and report.final.raw_score == 20
+        assert commits == []  # nothing committed yet: one transaction for the three
+    assert len(commits) == 4, commits  # the one that failed, then one per student
+    assert writer.warnings == []
+    with Gradebook(target.db_url) as gradebook:
+        assert [gradebook.find_submission(PS, student).score for student in students] == [20, 20, 20]

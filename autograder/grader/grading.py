@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 import autograder
-from autograder import checks
+from autograder import checks, stages
 from autograder.grader.launcher import Launcher, LaunchError, scratch_area
 from autograder.grader.session import (
     StudentError,
@@ -233,8 +233,9 @@ def grade_notebook(
     report = GradeReport(assignment=source.name, notebook=str(submission) if isinstance(submission, Path) else name,
                          student=student, seed=seed, engine=f"autograder {autograder.__version__}")
     try:
-        notebook = read_notebook(submission) if isinstance(submission, Path) else parse_notebook(submission, name)
-        steps = restore_instructor_cells(source, notebook)
+        with stages.stage("parse the notebook"):
+            notebook = read_notebook(submission) if isinstance(submission, Path) else parse_notebook(submission, name)
+            steps = restore_instructor_cells(source, notebook)
     except NotebookError as error:
         return _not_graded(report, source, str(error))
 
@@ -246,18 +247,21 @@ def grade_notebook(
                          if isinstance(step, CodeStep) and step.origin == "student"}
         tests = _TestRunner(session, seed, student_cells, source.answer_names, dict(source.titles))
         try:
-            session.start()
+            with stages.stage("start a worker (fork, confine)"):
+                session.start()
         except (WorkerFailure, LaunchError) as refusal:  # strict mode, or no worker could start
             session.close()
             return _not_graded(report, source, str(refusal))
         try:
             for step in steps:
                 if isinstance(step, TestStep):
-                    report.tests.append(tests.run(step))
+                    with stages.stage("test cells"):
+                        report.tests.append(tests.run(step))
                     continue
                 if not step.source.strip():
                     continue
-                outcome = session.run_cell(step.source, step.label)
+                with stages.stage(f"{step.origin} cells"):
+                    outcome = session.run_cell(step.source, step.label)
                 if outcome.failure:
                     report.cell_problems.append(CellProblem(step.label, outcome.failure))
                 elif outcome.error and step.origin == "student":
@@ -267,7 +271,8 @@ def grade_notebook(
                 report.cell_problems[MAX_CELL_PROBLEMS:] = [CellProblem(
                     "(more cells)", f"{more} more cells failed; fix the ones above first.")]
         finally:
-            session.close()
+            with stages.stage("stop the worker"):
+                session.close()
             report.protections = session.protections
             report.missing_protections = session.missing_protections
     report.seconds = round(time.monotonic() - started, 3)

@@ -81,6 +81,11 @@ class Launcher:
         if self._process is None or self._process.poll() is not None:
             self._spawn_template()
 
+    def warm(self) -> None:
+        """Start the template and wait until it is ready to fork workers."""
+        self.start()
+        self._wait_until_ready()
+
     def _spawn_template(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         home = Path(self._home.name)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from autograder import wire
+from autograder import stages, wire
 from autograder.checks import in_place_allowed
 from autograder.grader.launcher import Launcher
 from autograder.settings import Limits, seconds
@@ -49,6 +49,9 @@ def _bounded_error(error: messages.ErrorInfo | None) -> messages.ErrorInfo:
     return messages.ErrorInfo(bounded(error.type or "Exception", MAX_ERROR_TYPE_CHARS),
                               bounded(error.message, MAX_ERROR_MESSAGE_CHARS),
                               bounded(error.traceback, MAX_TRACEBACK_CHARS), error.not_implemented)
+
+
+_ALWAYS_SENDABLE = frozenset({float, bool, type(None)})
 
 
 def _payload_bytes(value: Any) -> int:
@@ -156,6 +159,7 @@ class WorkerProcess:
 
     def request(self, message: messages.Message, deadline: float) -> messages.Reply:
         self._printed = 0
+        started = time.perf_counter()
         try:
             return self.channel.request(message, deadline)
         except wire.DeadlineExceeded:
@@ -165,6 +169,9 @@ class WorkerProcess:
             notice = self._death_notice(problem)  # before the kill, which would mask how it ended
             self.kill()
             raise WorkerFailure(notice) from None
+        finally:
+            stages.add(f"(within the above) waiting for the worker: {type(message).__name__}",
+                       time.perf_counter() - started)
 
     def _notice(self, notice: messages.Notice) -> None:
         if notice.kind == "output-cut":
@@ -359,7 +366,8 @@ class WorkerSession:
         try:
             function = self._worker.channel.local_callable(message.handle)
             value = function(*message.args, **message.kwargs)
-            wire.encode(value, self._worker.channel.register_callable)
+            if type(value) not in _ALWAYS_SENDABLE:  # find out now whether it can be sent, to say why not
+                wire.encode(value, self._worker.channel.register_callable)
             return messages.Reply(ok=True, value=value)
         except Exception as error:  # noqa: BLE001 - the student's call of the test's function failed
             return messages.Reply.failure(type(error).__name__, str(error)[:500])

@@ -25,10 +25,12 @@ import os
 import re
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autograder import stages
 from autograder.batch import TIMESTAMP_FILE, Submission
 from autograder.course import Course
 from autograder.errors import AutograderError
@@ -109,20 +111,36 @@ def _import_nbgrader() -> None:
 
 
 class GradebookWriter:
-    """Writes reports to the gradebook as they arrive; one open session for a whole batch."""
+    """Writes reports to the gradebook as they arrive; one open session for a whole batch.
 
-    def __init__(self, course: Course, ps: str, target: GradebookTarget) -> None:
+    With ``batch=True`` the rows of several students go into one transaction (committed every
+    ``COMMIT_EVERY`` students or ``COMMIT_SECONDS``, and when the writer closes): a commit per
+    student is most of the cost of writing a gradebook.  A killed batch then loses at most the
+    last uncommitted students' rows, whose reports are on disk: the next ``autograder grade``
+    records them.  Without it (the service), each student's rows are committed at once."""
+
+    COMMIT_EVERY = 50
+    COMMIT_SECONDS = 1.0
+
+    def __init__(self, course: Course, ps: str, target: GradebookTarget, *, batch: bool = False) -> None:
         self.course = course
         self.ps = ps
         self.target = target
+        self.batch = batch
         self.warnings: list[str] = []
         self._gradebook: Any = None
+        self._pending: list[tuple[GradeReport, str]] = []  # recorded, not yet committed
+        self._last_commit = time.monotonic()
         self._source = read_notebook(course.source_notebook(ps))
         self._tests = SourceNotebook.load(course.source_notebook(ps))
         self._answer_of_test = _answer_cell_of_each_test(self._source)
 
     # Session ------------------------------------------------------------------------------
     def __enter__(self) -> GradebookWriter:
+        with stages.stage("gradebook: import nbgrader, open"):
+            return self._open()
+
+    def _open(self) -> GradebookWriter:
         _import_nbgrader()
         from nbgrader.api import Gradebook, MissingEntry
         from nbgrader.preprocessors import AssignLatePenalties
@@ -152,8 +170,26 @@ class GradebookWriter:
 
     def __exit__(self, *exc: object) -> None:
         if self._gradebook is not None:
-            self._gradebook.close()
-            self._gradebook = None
+            try:
+                with stages.stage("gradebook rows"):
+                    self.commit()  # also after an interrupt: those students' reports are written
+            finally:
+                self._gradebook.close()
+                self._gradebook = None
+
+    def commit(self) -> None:
+        """Commit the students recorded so far.  When the transaction fails as a whole, each of
+        them is recorded again on its own, so that one bad row costs only its student."""
+        pending, self._pending = self._pending, []
+        self._last_commit = time.monotonic()
+        if not pending:
+            return
+        try:
+            self._gradebook.db.commit()
+        except Exception:  # noqa: BLE001 - any database failure: retry student by student
+            self._gradebook.db.rollback()
+            for report, student in pending:
+                self._record_alone(report, student)
 
     def _registered(self, gradebook_class: Any, missing: type[Exception]) -> bool:
         """Whether the gradebook knows this problem set's notebook and every graded cell, with
@@ -175,29 +211,84 @@ class GradebookWriter:
         A student whose rows cannot be written is a warning, not the end of the batch: the
         report is on disk, and the next run records it."""
         student = submission.student
+        with stages.stage("gradebook rows"):
+            if not self._record(report, student):
+                return
         try:
-            self._record_rows(report, student)
-        except Exception as error:  # noqa: BLE001 - any database failure, for this student only
-            self._gradebook.db.rollback()  # so that the next student's rows can be written
-            self.warnings.append(f"{student}: not recorded in the gradebook: {error}")
-            return
-        try:
-            self._write_autograded(report, submission)
+            with stages.stage("autograded notebooks"):
+                self._write_autograded(report, submission)
         except OSError as error:
             self.warnings.append(f"{student}: the autograded notebook could not be written: {error}")
 
+    def _record(self, report: GradeReport, student: str) -> bool:
+        """Record one student in the open transaction (committing it when it is due); whether
+        the rows are written."""
+        if not self.batch:
+            return self._record_alone(report, student)
+        try:
+            self._record_rows(report, student)
+        except Exception:  # noqa: BLE001 - the transaction is lost: record its students one by one
+            self._gradebook.db.rollback()
+            pending, self._pending = self._pending, []
+            for earlier, name in pending:
+                self._record_alone(earlier, name)
+            return self._record_alone(report, student)
+        self._pending.append((report, student))
+        if len(self._pending) >= self.COMMIT_EVERY or time.monotonic() - self._last_commit >= self.COMMIT_SECONDS:
+            self.commit()
+        return True
+
+    def _record_alone(self, report: GradeReport, student: str) -> bool:
+        """Record one student in a transaction of its own; a failure is a warning for that student."""
+        try:
+            self._record_rows(report, student)
+            self._gradebook.db.commit()
+        except Exception as error:  # noqa: BLE001 - any database failure, for this student only
+            self._gradebook.db.rollback()  # so that the next student's rows can be written
+            self.warnings.append(f"{student}: not recorded in the gradebook: {error}")
+            return False
+        return True
+
+    def _submission(self, student: str, timestamp: Any) -> Any:
+        """The student's submission of this problem set, made (with a row for each graded cell
+        and comment, as nbgrader's ``add_submission`` makes them) if there is none.  Unlike
+        nbgrader's ``update_or_create_submission``, this does not commit."""
+        from nbgrader.api import Comment, Grade, MissingEntry, SubmittedAssignment, SubmittedNotebook
+
+        gradebook = self._gradebook
+        try:
+            submission = gradebook.find_submission(self.ps, student)
+        except MissingEntry:
+            assignment = gradebook.find_assignment(self.ps)
+            submission = SubmittedAssignment(assignment=assignment, student=gradebook.find_student(student))
+            for notebook in assignment.notebooks:
+                submitted = SubmittedNotebook(notebook=notebook, assignment=submission)
+                for cell in notebook.grade_cells:
+                    Grade(cell_id=cell.id, notebook=submitted)
+                for cell in notebook.solution_cells:
+                    Comment(cell_id=cell.id, notebook=submitted)
+                for cell in notebook.task_cells:
+                    Comment(cell_id=cell.id, notebook=submitted)
+                    Grade(cell_id=cell.id, notebook=submitted)
+            gradebook.db.add(submission)
+        if timestamp is not None:
+            submission.timestamp = timestamp
+        return submission
+
     def _record_rows(self, report: GradeReport, student: str) -> None:
         gradebook = self._gradebook
-        if student not in self._students:
-            gradebook.update_or_create_student(student)
-            self._students.add(student)
+        if student not in self._students:  # not on the roster when the gradebook was opened
+            from nbgrader.api import Student
+
+            if gradebook.db.get(Student, student) is None:  # added in this transaction, not committed
+                gradebook.db.add(Student(id=student))
+                gradebook.db.flush()
         timestamp = self._timestamp(report.submitted_at, student)
-        extra = {"timestamp": timestamp} if timestamp is not None else {}
-        # nbgrader builds a new submission's rows before adding them to the session; flushing
-        # half-built rows on the way only makes SQLAlchemy warn.
+        # A new submission's rows are built before they join the session; flushing half-built
+        # rows on the way only makes SQLAlchemy warn.
         with gradebook.db.no_autoflush:
-            submission = gradebook.update_or_create_submission(self.ps, student, **extra)
-        notebook = next(nb for nb in submission.notebooks if nb.notebook_id == self._notebook_id)
+            submission = self._submission(student, timestamp)
+        notebook = next(nb for nb in submission.notebooks if nb.notebook.id == self._notebook_id)
         graded = report.status == "graded"
         results = {test.id: test for test in report.tests}
         score = 0.0
@@ -216,7 +307,9 @@ class GradebookWriter:
         for comment in notebook.comments:
             comment.auto_comment = self._comment(self._cell_names.get(comment.cell_id), report)
         notebook.late_submission_penalty = self._late_penalty(student, score, submission.total_seconds_late)
-        gradebook.db.commit()
+        gradebook.db.flush()
+        # nbgrader computes these in SQL; read them again now that the rows above are in.
+        gradebook.db.expire(submission, ["score", "late_submission_penalty", "needs_manual_grade"])
         # What nbgrader export will say, for every output we write (see GradeReport.final).
         report.final = FinalScore(
             raw_score=float(submission.score), late_penalty=float(submission.late_submission_penalty or 0.0),

@@ -21,6 +21,7 @@ from autograder.wire.codec import MAX_MESSAGE_BYTES, DeadlineExceeded, Handle, P
 from autograder.wire.messages import Message, Notice, Reply, parse
 
 _LENGTH = struct.Struct("<Q")
+_READ_SIZE = 1 << 16
 
 
 class Channel:
@@ -29,6 +30,7 @@ class Channel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._next_id = 1
+        self._buffer = bytearray()
         self._callables: dict[int, Callable[..., Any]] = {}
         self._callable_ids: dict[int, int] = {}
         self.make_remote: Callable[[Handle], Any] | None = None
@@ -57,8 +59,10 @@ class Channel:
         self._sock.sendall(_LENGTH.pack(len(payload)) + payload)
 
     def _recv_exact(self, n: int, deadline: float | None) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < n:
+        # Reads go through a buffer: one recv usually brings a whole small message (its length
+        # and its body), and whatever it brings beyond that stays for the next message.
+        buffer = self._buffer
+        while len(buffer) < n:
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -67,13 +71,15 @@ class Channel:
                 if not ready:
                     raise DeadlineExceeded("no answer before the deadline")
             try:
-                chunk = self._sock.recv(min(n - len(chunks), 1 << 20))
+                chunk = self._sock.recv(min(max(n - len(buffer), _READ_SIZE), 1 << 20))
             except (ConnectionError, OSError) as error:
                 raise PeerGone(str(error)) from None
             if not chunk:
                 raise PeerGone("the connection was closed")
-            chunks += chunk
-        return bytes(chunks)
+            buffer += chunk
+        data = bytes(buffer[:n])
+        del buffer[:n]
+        return data
 
     def receive(self, deadline: float | None = None) -> tuple[Message, int]:
         """The next message from the peer, checked, and its id."""

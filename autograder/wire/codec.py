@@ -34,6 +34,9 @@ _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
 _C128 = struct.Struct("<dd")
+# The one-byte tags, as ``bytes[i]`` gives them.
+(_TAG_NONE, _TAG_TRUE, _TAG_FALSE, _TAG_INT, _TAG_BIG_INT, _TAG_FLOAT, _TAG_COMPLEX, _TAG_TEXT, _TAG_BYTES,
+ _TAG_LIST, _TAG_TUPLE, _TAG_DICT, _TAG_ARRAY, _TAG_SCALAR, _TAG_HANDLE) = b"NTFiIfcsbltdagh"
 
 
 class WireError(Exception):
@@ -80,7 +83,11 @@ class _Encoder:
             raise WireError(f"the value has more than {MAX_ITEMS} items")
         out = self._out
         kind = type(value)
-        if value is None:
+        if kind is float:
+            out += b"f" + _F64.pack(value)
+        elif kind is str:
+            self._text(b"s", value)
+        elif value is None:
             out += b"N"
         elif kind is bool or kind is np.bool_:
             out += b"T" if value else b"F"
@@ -94,12 +101,8 @@ class _Encoder:
                 if len(digits) > MAX_INT_DIGITS:
                     raise WireError(f"an integer has more than {MAX_INT_DIGITS} digits")
                 self._text(b"I", digits)
-        elif kind is float:
-            out += b"f" + _F64.pack(value)
         elif kind is complex:
             out += b"c" + _C128.pack(value.real, value.imag)
-        elif kind is str:
-            self._text(b"s", value)
         elif kind is bytes:
             out += b"b" + _U32.pack(len(value)) + value
         elif kind is list or kind is tuple:
@@ -161,21 +164,27 @@ def encode(value: Any, register_callable: Callable[[Callable[..., Any]], int] | 
 
 class _Decoder:
     def __init__(self, data: bytes, make_remote: Callable[[Handle], Any] | None) -> None:
-        self._data = memoryview(data)
+        self._data = bytes(data)
+        self._end = len(self._data)
         self._pos = 0
         self._make_remote = make_remote
         self._items = 0
 
-    def _take(self, n: int) -> memoryview:
-        end = self._pos + n
-        if n < 0 or end > len(self._data):
+    def _take(self, n: int) -> bytes:
+        start = self._pos
+        end = start + n
+        if n < 0 or end > self._end:
             raise WireError("a message ended early")
-        chunk = self._data[self._pos : end]
         self._pos = end
-        return chunk
+        return self._data[start:end]
 
     def _unpack(self, fmt: struct.Struct) -> Any:
-        return fmt.unpack(self._take(fmt.size))
+        start = self._pos
+        end = start + fmt.size
+        if end > self._end:
+            raise WireError("a message ended early")
+        self._pos = end
+        return fmt.unpack_from(self._data, start)
 
     def decode(self, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
@@ -183,35 +192,23 @@ class _Decoder:
         self._items += 1
         if self._items > MAX_ITEMS:
             raise WireError("a message has too many items")
-        tag = bytes(self._take(1))
-        if tag == b"N":
-            return None
-        if tag == b"T":
-            return True
-        if tag == b"F":
-            return False
-        if tag == b"i":
-            return self._unpack(_I64)[0]
-        if tag == b"I":
-            digits = self._text()
-            if len(digits) > MAX_INT_DIGITS or not digits.lstrip("-").isdigit():
-                raise WireError("a message has a malformed integer")
-            return int(digits)
-        if tag == b"f":
+        if self._pos >= self._end:
+            raise WireError("a message ended early")
+        tag = self._data[self._pos]  # one byte, as an int
+        self._pos += 1
+        if tag == _TAG_FLOAT:
             return self._unpack(_F64)[0]
-        if tag == b"c":
-            real, imag = self._unpack(_C128)
-            return complex(real, imag)
-        if tag == b"s":
+        if tag == _TAG_TEXT:
             return self._text()
-        if tag == b"b":
-            (length,) = self._unpack(_U32)
-            return bytes(self._take(length))
-        if tag in (b"l", b"t"):
-            (count,) = self._unpack(_U32)
-            items = [self.decode(depth + 1) for _ in range(count)]
-            return items if tag == b"l" else tuple(items)
-        if tag == b"d":
+        if tag == _TAG_INT:
+            return self._unpack(_I64)[0]
+        if tag == _TAG_NONE:
+            return None
+        if tag == _TAG_TRUE:
+            return True
+        if tag == _TAG_FALSE:
+            return False
+        if tag == _TAG_DICT:
             (count,) = self._unpack(_U32)
             result = {}
             for _ in range(count):
@@ -222,13 +219,28 @@ class _Decoder:
                     raise WireError("a message has a dict key that is not hashable") from None
                 result[key] = self.decode(depth + 1)
             return result
-        if tag in (b"a", b"g"):
+        if tag == _TAG_LIST or tag == _TAG_TUPLE:
+            (count,) = self._unpack(_U32)
+            items = [self.decode(depth + 1) for _ in range(count)]
+            return items if tag == _TAG_LIST else tuple(items)
+        if tag == _TAG_BIG_INT:
+            digits = self._text()
+            if len(digits) > MAX_INT_DIGITS or not digits.lstrip("-").isdigit():
+                raise WireError("a message has a malformed integer")
+            return int(digits)
+        if tag == _TAG_COMPLEX:
+            real, imag = self._unpack(_C128)
+            return complex(real, imag)
+        if tag == _TAG_BYTES:
+            (length,) = self._unpack(_U32)
+            return self._take(length)
+        if tag == _TAG_ARRAY or tag == _TAG_SCALAR:
             array = self._array()
-            return array[()] if tag == b"g" else array
-        if tag == b"h":
+            return array[()] if tag == _TAG_SCALAR else array
+        if tag == _TAG_HANDLE:
             handle = Handle(self._unpack(_U64)[0])
             return self._make_remote(handle) if self._make_remote else handle
-        raise WireError(f"a message has an unknown tag {tag!r}")
+        raise WireError(f"a message has an unknown tag {bytes([tag])!r}")
 
     def _text(self) -> str:
         (length,) = self._unpack(_U32)
@@ -249,8 +261,11 @@ class _Decoder:
         (nbytes,) = self._unpack(_U64)
         if nbytes > MAX_MESSAGE_BYTES or math.prod(shape) * dtype.itemsize != nbytes:
             raise WireError("a message has an array whose size does not match its shape")
-        raw = self._take(nbytes)
-        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        start = self._pos
+        if start + nbytes > self._end:
+            raise WireError("a message ended early")
+        self._pos = start + nbytes
+        return np.frombuffer(memoryview(self._data)[start:start + nbytes], dtype=dtype).reshape(shape).copy()
 
     def finish(self) -> None:
         if self._pos != len(self._data):

@@ -25,8 +25,10 @@ message                   from -> to               meaning
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Union
 
@@ -185,50 +187,76 @@ MESSAGES: dict[str, type[Message]] = {kind.op: kind for kind in (
 # ------------------------------------------------------------------------------- parsing
 
 
-def _conforms(value: Any, annotation: Any) -> Any:
-    """``value`` if it has the type ``annotation`` says (parsing nested messages); else WireError."""
+def _wrong(value: Any, annotation: Any) -> WireError:
+    return WireError(f"a message field holds {type(value).__name__} where {getattr(annotation, '__name__', annotation)} "
+                     "belongs")
+
+
+@functools.cache
+def _checker(annotation: Any) -> Callable[[Any], Any]:
+    """A function that returns a value of the type ``annotation`` says (parsing nested messages)
+    or raises WireError; made once per annotation, since checking is on every message's path."""
     if annotation is Any:
-        return value
+        return lambda value: value
     origin = typing.get_origin(annotation)
     if origin is Union or origin is types.UnionType:  # Union[a, b] and a | b
-        problems = []
-        for option in typing.get_args(annotation):
-            try:
-                return _conforms(value, option)
-            except WireError as problem:
-                if option is not type(None):
-                    problems.append(problem)
-        if len(problems) == 1:  # an optional field: say what is wrong with the value given
-            raise problems[0]
-        raise WireError(f"a message field holds {type(value).__name__}, which is none of {annotation}")
-    if annotation is type(None):
-        if value is None:
-            return value
-    elif isinstance(annotation, type) and issubclass(annotation, Message):
-        if type(value) is dict:
-            return _build(annotation, value)
-    elif origin is list:
+        options = [(option, _checker(option)) for option in typing.get_args(annotation)]
+
+        def one_of(value: Any) -> Any:
+            problems = []
+            for option, check in options:
+                try:
+                    return check(value)
+                except WireError as problem:
+                    if option is not type(None):
+                        problems.append(problem)
+            if len(problems) == 1:  # an optional field: say what is wrong with the value given
+                raise problems[0]
+            raise WireError(f"a message field holds {type(value).__name__}, which is none of {annotation}")
+        return one_of
+    if isinstance(annotation, type) and issubclass(annotation, Message):
+        kind = annotation
+
+        def message(value: Any) -> Any:
+            if type(value) is dict:
+                return _build(kind, value)
+            raise _wrong(value, annotation)
+        return message
+    if origin is list:
         (item_type,) = typing.get_args(annotation)
-        if type(value) is list:
-            return [_conforms(item, item_type) for item in value]
-    elif origin is dict:
-        key_type, item_type = typing.get_args(annotation)
-        if type(value) is dict:
-            return {_conforms(key, key_type): _conforms(item, item_type) for key, item in value.items()}
-    elif annotation is bool:
-        if type(value) is bool:
+        check_item = _checker(item_type)
+
+        def list_of(value: Any) -> Any:
+            if type(value) is list:
+                return [check_item(item) for item in value]
+            raise _wrong(value, annotation)
+        return list_of
+    if origin is dict:
+        check_key, check_value = (_checker(kind) for kind in typing.get_args(annotation))
+
+        def dict_of(value: Any) -> Any:
+            if type(value) is dict:
+                return {check_key(key): check_value(item) for key, item in value.items()}
+            raise _wrong(value, annotation)
+        return dict_of
+    if annotation is float:
+        def number(value: Any) -> Any:
+            if type(value) in (int, float):
+                return float(value)
+            raise _wrong(value, annotation)
+        return number
+    exact = annotation  # None, bool, int, str: the type itself, never a subclass
+
+    def plain(value: Any) -> Any:
+        if type(value) is exact:
             return value
-    elif annotation is int:
-        if type(value) is int:
-            return value
-    elif annotation is float:
-        if type(value) in (int, float):
-            return float(value)
-    elif annotation is str:
-        if type(value) is str:
-            return value
-    raise WireError(f"a message field holds {type(value).__name__} where {getattr(annotation, '__name__', annotation)} "
-                    "belongs")
+        raise _wrong(value, annotation)
+    return plain
+
+
+def _conforms(value: Any, annotation: Any) -> Any:
+    """``value`` if it has the type ``annotation`` says (parsing nested messages); else WireError."""
+    return _checker(annotation)(value)
 
 
 def parse(data: Any) -> Message:
@@ -241,22 +269,24 @@ def parse(data: Any) -> Message:
     return _build(kind, data)
 
 
-_FIELD_TYPES: dict[str, dict[str, Any]] = {}
+_FIELD_CHECKS: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {}
 
 
-def _field_types(kind: type[Message]) -> dict[str, Any]:
-    """A message class's field annotations, resolved once (resolving them costs more than a message)."""
-    if kind.op not in _FIELD_TYPES:
-        _FIELD_TYPES[kind.op] = typing.get_type_hints(kind)
-    return _FIELD_TYPES[kind.op]
+def _field_checks(kind: type[Message]) -> list[tuple[str, Callable[[Any], Any]]]:
+    """A message class's fields and their checkers, made once (resolving the annotations costs
+    more than a message)."""
+    checks = _FIELD_CHECKS.get(kind.op)
+    if checks is None:
+        hints = typing.get_type_hints(kind)
+        checks = _FIELD_CHECKS[kind.op] = [(item.name, _checker(hints[item.name])) for item in fields(kind)]
+    return checks
 
 
 def _build(kind: type[Message], data: dict[str, Any]) -> Message:
-    hints = _field_types(kind)
     values = {}
-    for item in fields(kind):
-        if item.name in data:
-            values[item.name] = _conforms(data[item.name], hints[item.name])
+    for name, check in _field_checks(kind):
+        if name in data:
+            values[name] = check(data[name])
     try:
         return kind(**values)
     except TypeError:

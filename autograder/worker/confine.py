@@ -304,9 +304,22 @@ def _reach_python_through_descriptors() -> None:
     importlib.invalidate_caches()
 
 
+_python_reachable = False
+
+
+def prepare_template() -> None:
+    """In the template, once: what every worker forked from it would otherwise do itself
+    (rewriting the import paths of every loaded module costs milliseconds per worker)."""
+    global _python_reachable
+    if os.geteuid() == 0 and not _python_reachable:
+        _reach_python_through_descriptors()
+        _python_reachable = True
+
+
 def _drop_privileges(uid: int) -> None:
     # The scratch directory was made for this uid by the supervisor; nothing else is chowned.
-    _reach_python_through_descriptors()
+    if not _python_reachable:
+        _reach_python_through_descriptors()
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)

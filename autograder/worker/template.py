@@ -190,6 +190,7 @@ def main(control_fd: int) -> None:
     # they can be reaped instead of lingering as zombies.
     ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _warm_up()
+    confine.prepare_template()
     template = _Template(socket.socket(fileno=control_fd))
     template.answer(messages.TemplateReply(ready=True))
     template.serve()
