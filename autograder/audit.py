@@ -106,13 +106,13 @@ class Job:
 
 
 def _grading_process(sources: dict[str, SourceNotebook], limits: Limits, tasks: Any, results: Any,
-                     number: int = 0) -> None:
+                     number: int = 0, shared: Any = None) -> None:
     from autograder.batch import share_a_core
     from autograder.grader.grading import grade_notebook
     from autograder.grader.launcher import Launcher
 
     share_a_core(number)
-    with Launcher() as launcher:
+    with shared.launcher() if shared is not None else Launcher() as launcher:
         while (task := tasks.get()) is not None:
             index, job = task
             data = json.dumps(job.notebook).encode()
@@ -139,8 +139,11 @@ def grade_jobs(sources: dict[str, SourceNotebook], jobs: list[Job], *, limits: L
         tasks.put(item)
     for _ in range(count):
         tasks.put(None)
-    workers = [context.Process(target=_grading_process, args=(sources, limits, tasks, results, number), daemon=True)
-               for number in range(count)]
+    from autograder.grader.launcher import SharedTemplate
+
+    shared = SharedTemplate(context.Lock())  # one warm-up; each process forks its template from it
+    workers = [context.Process(target=_grading_process, args=(sources, limits, tasks, results, number, shared),
+                               daemon=True) for number in range(count)]
     for worker in workers:
         worker.start()
     done: dict[int, GradeReport | str] = {}
@@ -160,6 +163,7 @@ def grade_jobs(sources: dict[str, SourceNotebook], jobs: list[Job], *, limits: L
             worker.join(timeout=5)
             if worker.is_alive():
                 worker.kill()
+        shared.__exit__()
     return [done.get(index, "the grading process stopped before this notebook") for index in range(len(jobs))]
 
 

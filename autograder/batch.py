@@ -21,7 +21,7 @@ from typing import Protocol
 
 from autograder import safefs, stages
 from autograder.grader.grading import grade_notebook, not_graded
-from autograder.grader.launcher import Launcher
+from autograder.grader.launcher import Launcher, SharedTemplate
 from autograder.html import class_page, student_page
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport, ReportFormatError
@@ -255,7 +255,8 @@ def share_a_core(number: int) -> None:
 
 
 def _grading_process(source_path: Path, limits: Limits, seed: int | None,
-                     tasks: multiprocessing.Queue, results: multiprocessing.Queue, number: int = 0) -> None:
+                     tasks: multiprocessing.Queue, results: multiprocessing.Queue, number: int = 0,
+                     shared: SharedTemplate | None = None) -> None:
     """One of the batch's processes: grade submissions from ``tasks`` until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt means
     share_a_core(number)
@@ -264,9 +265,10 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
     stages.take()  # what the parent summed before the fork is the parent's
     with stages.stage("start: load the problem set"):
         source = SourceNotebook.load(source_path)
-    with Launcher() as launcher:
-        with stages.stage("start: the warm worker template"):
-            launcher.warm()
+    with stages.stage("start: the warm worker template"):
+        launcher = shared.launcher() if shared is not None else Launcher()
+        launcher.warm()
+    with launcher:
         while (task := tasks.get()) is not None:
             index, submission = task
             try:
@@ -346,8 +348,11 @@ class LocalPool:
             tasks.put(item)
         for _ in range(jobs):
             tasks.put(None)
-        processes = [context.Process(target=_grading_process, args=(source_path, limits, seed, tasks, results, number),
-                                     daemon=True) for number in range(jobs)]
+        # One template warms up (imports NumPy, Matplotlib) for all the graders, which fork theirs from it.
+        shared = SharedTemplate(context.Lock())
+        processes = [context.Process(target=_grading_process,
+                                     args=(source_path, limits, seed, tasks, results, number, shared), daemon=True)
+                     for number in range(jobs)]
         for process in processes:
             process.start()
         received = 0
@@ -372,6 +377,7 @@ class LocalPool:
                 process.join(timeout=5)
                 if process.is_alive():
                     process.kill()
+            shared.__exit__()
 
 
 def grade_class(

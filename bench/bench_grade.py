@@ -103,7 +103,7 @@ def peak_memory(command: list[str], cwd: Path) -> tuple[float, float, str]:
         peak = 0
         while process.poll() is None:
             peak = max(peak, sum(rss_kib(pid) for pid in descendants(process.pid)))
-            time.sleep(0.05)
+            time.sleep(0.1)
         elapsed = time.perf_counter() - started
         log.seek(0)
         printed = log.read().decode(errors="replace")

@@ -203,3 +203,52 @@ def test_timings_say_where_the_time_went(tmp_path):
     own = sum(seconds for stage, seconds in graders.items() if not stage.startswith("(within"))
     assert 0 < graders["test cells"] < own <= 2 * wall * 1.05 + 0.05
     assert graders["(within the above) waiting for the worker: Call"] < graders["test cells"]
+
+
+def _template_of_a_grading_process(shared, results) -> None:
+    from autograder.grader.launcher import scratch_area
+    from autograder.grader.session import WorkerSession
+    from autograder.settings import Limits
+
+    launcher = shared.launcher()
+    with launcher, scratch_area() as area:
+        session = WorkerSession(area, launcher, Limits())
+        session.start()
+        outcome = session.run_cell("import numpy as np\nx = float(np.sqrt(2.0))", "cell")
+        parent = int(Path(f"/proc/{launcher.template_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        results.put((launcher.template_pid, parent, outcome.ok, sorted(session.protections)))
+        session.close()
+
+
+def test_grading_processes_fork_their_templates_from_one_shared_template():
+    """A batch's grading processes do not each start a template (a second of imports): each
+    forks one from the shared warm template, and its workers are as confined as any."""
+    import multiprocessing
+
+    from autograder.grader.launcher import Launcher, SharedTemplate, scratch_area
+    from autograder.grader.session import WorkerSession
+    from autograder.settings import Limits
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    with SharedTemplate(context.Lock()) as shared:
+        processes = [context.Process(target=_template_of_a_grading_process, args=(shared, results))
+                     for _ in range(2)]
+        for process in processes:
+            process.start()
+        found = [results.get(timeout=120) for _ in processes]
+        for process in processes:
+            process.join(timeout=30)
+        shared_pid = shared._launcher.template_pid
+    with Launcher() as alone, scratch_area() as area:  # a template of its own, for comparison
+        session = WorkerSession(area, alone, Limits())
+        session.start()
+        expected = sorted(session.protections)
+        session.close()
+    pids = {pid for pid, _, _, _ in found}
+    assert len(pids) == 2 and shared_pid not in pids
+    for _pid, parent, ok, protections in found:
+        assert parent == shared_pid, "the grading process started a template of its own"
+        assert ok and protections == expected
+    assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+               for pid in pids), "a forked template outlived its grading process"

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from autograder import wire
 from autograder.safefs import remove_tree
@@ -72,14 +73,45 @@ class Launcher:
 
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
+        self._forked: int | None = None  # the pid of a template forked from a shared one
         self._control: socket.socket | None = None
         self._ready = False
         self._home = tempfile.TemporaryDirectory(prefix="autograder-template-")
 
     def start(self) -> None:
         """Start the template now, without waiting for it (it warms up while the caller works)."""
-        if self._process is None or self._process.poll() is not None:
-            self._spawn_template()
+        if self._control is not None and (self._forked is not None or
+                                          (self._process is not None and self._process.poll() is None)):
+            return
+        self._discard()
+        self._spawn_template()
+
+    @property
+    def template_pid(self) -> int | None:
+        return self._forked if self._forked is not None else (self._process.pid if self._process else None)
+
+    def fork_from(self, shared: socket.socket) -> None:
+        """Use a template forked from the shared one whose control socket is ``shared`` (see
+        :class:`SharedTemplate`; the caller holds its lock)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            socket.send_fds(shared, [wire.encode(messages.ForkTemplate().to_wire())], [theirs.fileno()])
+        finally:
+            theirs.close()
+        while True:  # the shared template said "ready" once, to whichever process read first
+            ready, _, _ = select.select([shared], [], [], 120)
+            data = shared.recv(1 << 16) if ready else b""
+            if not data:
+                ours.close()
+                raise LaunchError("the shared worker template stopped answering")
+            reply = messages.parse(wire.decode(data))
+            if isinstance(reply, messages.TemplateReply) and not reply.ready:
+                break
+        if not reply.pid:
+            ours.close()
+            raise LaunchError(f"the shared worker template could not fork: {reply.refused or reply}")
+        self._discard()
+        self._control, self._forked, self._ready = ours, reply.pid, False
 
     def warm(self) -> None:
         """Start the template and wait until it is ready to fork workers."""
@@ -170,7 +202,8 @@ class Launcher:
 
     def close(self) -> None:
         """Stop the template; it stops and reaps any worker still running first."""
-        if self._control is not None and self._process is not None and self._process.poll() is None:
+        if self._control is not None and (self._forked is not None or
+                                          (self._process is not None and self._process.poll() is None)):
             try:
                 socket.send_fds(self._control, [wire.encode(messages.StopWorkers().to_wire())], [])
                 self._receive(timeout=10)
@@ -182,6 +215,10 @@ class Launcher:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._forked is not None:  # not our child: its own process group, killed; its parent reaps it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._forked, signal.SIGKILL)
+            self._forked = None
         if self._process is not None:
             try:
                 os.killpg(self._process.pid, signal.SIGKILL)
@@ -196,3 +233,40 @@ class Launcher:
     def __exit__(self, *_: object) -> None:
         self.close()
         self._home.cleanup()
+
+
+class SharedTemplate:
+    """One warm template for the grading processes a batch forks: each asks it, in turn, for a
+    template of its own (a fork of the warm one), so a batch imports NumPy and Matplotlib once,
+    not once per process.  Make it before forking; in each grading process, :meth:`launcher`."""
+
+    def __init__(self, lock: Any) -> None:
+        self._launcher = Launcher()
+        self._launcher.start()
+        self._lock = lock  # a multiprocessing lock: one request at a time on the shared socket
+
+    def launcher(self) -> Launcher:
+        """In a grading process: a launcher with a template of its own, forked from the shared
+        one (a fresh template if that fails)."""
+        launcher = Launcher()
+        control = self._launcher._control
+        if control is not None:
+            try:
+                with self._lock:
+                    launcher.fork_from(control)
+                with contextlib.suppress(OSError, TypeError):  # its workers run where this process runs
+                    os.sched_setaffinity(launcher.template_pid, os.sched_getaffinity(0))  # type: ignore[arg-type]
+            except (OSError, LaunchError, wire.WireError):
+                pass  # its first request starts a template of its own
+            finally:
+                control.close()  # this process's copy; the shared template is the parent's
+        return launcher
+
+    def close(self) -> None:
+        self._launcher.close()
+
+    def __enter__(self) -> SharedTemplate:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._launcher.__exit__()

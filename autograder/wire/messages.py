@@ -167,6 +167,14 @@ class StopWorkers(Message):
 
 
 @dataclass(frozen=True)
+class ForkTemplate(Message):
+    """Fork a template of its own for another grading process, which sends the control socket
+    (as a descriptor) it will use; the reply's ``pid`` is the new template's."""
+
+    op: ClassVar[str] = "fork-template"
+
+
+@dataclass(frozen=True)
 class TemplateReply(Message):
     """``ready`` after start-up; ``pid`` of a spawned worker; ``exit`` of one that ended (None:
     still running, negative: killed by that signal); ``stopped``; or ``refused`` with why."""
@@ -181,7 +189,7 @@ class TemplateReply(Message):
 
 MESSAGES: dict[str, type[Message]] = {kind.op: kind for kind in (
     ErrorInfo, Hello, Exec, Describe, Call, Shutdown, Callback, Reply, Notice, WorkerSettings, Spawn, Status,
-    StopWorkers, TemplateReply)}
+    StopWorkers, ForkTemplate, TemplateReply)}
 
 
 # ------------------------------------------------------------------------------- parsing

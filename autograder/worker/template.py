@@ -139,6 +139,8 @@ class _Template:
                 refusal = str(problem)
             if isinstance(request, messages.Spawn) and len(fds) == 1:
                 self.answer(messages.TemplateReply(pid=self.spawn(fds[0], request.settings)))
+            elif isinstance(request, messages.ForkTemplate) and len(fds) == 1:
+                self.answer(messages.TemplateReply(pid=self.fork_template(fds[0])))
             elif isinstance(request, messages.StopWorkers):
                 self.shutdown()
                 self.answer(messages.TemplateReply(stopped=True))
@@ -165,6 +167,30 @@ class _Template:
         with contextlib.suppress(ChildProcessError):
             while True:
                 os.waitpid(-1, 0)
+
+    def fork_template(self, control: int) -> int:
+        """A template of its own for another grading process, serving ``control``: a fork of
+        this warm one, ready at once.  It leaves when that process closes its end."""
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setsid()  # a group of its own: stopping this template does not stop it
+                self.control.close()
+                ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)  # not inherited
+                template = _Template(socket.socket(fileno=control))
+                template.answer(messages.TemplateReply(ready=True))
+                template.serve()
+            except BaseException:  # noqa: BLE001 - the child must never return into this template
+                import traceback
+
+                traceback.print_exc()
+                code = 70
+            finally:
+                os._exit(code)
+        os.close(control)
+        self.running.add(pid)  # stopped with this template's workers
+        return pid
 
     def spawn(self, connection: int, settings: messages.WorkerSettings) -> int:
         pid = os.fork()
