@@ -268,6 +268,7 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
     with stages.stage("start: the warm worker template"):
         launcher = shared.launcher() if shared is not None else Launcher()
         launcher.warm()
+    cpu = 0.0
     with launcher:
         while (task := tasks.get()) is not None:
             index, submission = task
@@ -278,7 +279,9 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
             with stages.stage("send the report to the parent"):
                 data = report.to_dict()
             # With its peak memory so far (the grader's own, not its workers') and its stages.
-            results.put((index, data, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, stages.take()))
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            cpu, used = usage.ru_utime + usage.ru_stime, cpu
+            results.put((index, data, usage.ru_maxrss * 1024, stages.take(), cpu - used))
 
 
 GRADER_FAULT = ("The grader itself failed on this notebook, so it was not graded: this says nothing about "
@@ -307,6 +310,7 @@ class BatchStats:
     """Measurements of a batch, for benchmarks and tests."""
 
     grader_peak_bytes: int = 0  # the largest peak resident memory of a grading process (not its workers)
+    grader_cpu_seconds: float = 0.0  # CPU time of the grading processes themselves (not their workers)
     jobs: int = 0  # grading processes
     grader_stages: stages.Totals = field(default_factory=dict)  # summed over the grading processes
 
@@ -360,7 +364,7 @@ class LocalPool:
             while received < len(submissions):
                 try:
                     with stages.stage("wait for the graders"):
-                        index, data, peak, their_stages = results.get(timeout=1.0)
+                        index, data, peak, their_stages, their_cpu = results.get(timeout=1.0)
                 except queue.Empty:
                     if not any(process.is_alive() for process in processes):
                         return
@@ -369,6 +373,7 @@ class LocalPool:
                 if self.stats is not None:
                     self.stats.grader_peak_bytes = max(self.stats.grader_peak_bytes, peak)
                     stages.merge(self.stats.grader_stages, their_stages)
+                    self.stats.grader_cpu_seconds += their_cpu
                 with stages.stage("receive reports"):
                     report = GradeReport.from_dict(data)
                 yield index, report

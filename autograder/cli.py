@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import resource
 import secrets
 import sys
 import time
@@ -201,6 +202,13 @@ def _print_timings(stats: BatchStats, notebooks: int, graded_in: float) -> None:
         mine["start-up: interpreter, imports, course"] = [max(0.0, before - graded_in), 1.0]
     wall = graded_in + mine.get("start-up: interpreter, imports, course", [0.0])[0]
     print(stages.table(mine, stats.grader_stages, notebooks=notebooks, wall=wall, jobs=stats.jobs or 1),
+          file=sys.stderr)
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    parent_cpu = own.ru_utime + own.ru_stime
+    rest = children.ru_utime + children.ru_stime - stats.grader_cpu_seconds
+    print(f"CPU time: this process {parent_cpu:.2f} s, the grading processes {stats.grader_cpu_seconds:.2f} s, "
+          f"worker templates and workers {max(rest, 0.0):.2f} s ({parent_cpu + stats.grader_cpu_seconds + max(rest, 0.0):.2f} s "
+          f"in all, {(parent_cpu + stats.grader_cpu_seconds + max(rest, 0.0)) / max(wall, 1e-9):.2f} cores busy on average)",
           file=sys.stderr)
 
 
