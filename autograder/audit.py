@@ -107,9 +107,8 @@ class Job:
 
 def _grading_process(sources: dict[str, SourceNotebook], limits: Limits, tasks: Any, results: Any,
                      number: int = 0, shared: Any = None) -> None:
-    from autograder.batch import share_a_core
     from autograder.grader.grading import grade_notebook
-    from autograder.grader.launcher import Launcher
+    from autograder.grader.launcher import Launcher, share_a_core
 
     share_a_core(number)
     with shared.launcher() if shared is not None else Launcher() as launcher:

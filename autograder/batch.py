@@ -21,7 +21,7 @@ from typing import Protocol
 
 from autograder import safefs, stages
 from autograder.grader.grading import grade_notebook, not_graded
-from autograder.grader.launcher import Launcher, SharedTemplate
+from autograder.grader.launcher import Launcher, SharedTemplate, share_a_core
 from autograder.html import class_page, student_page
 from autograder.notebook import SourceNotebook
 from autograder.report import GradeReport, ReportFormatError
@@ -235,23 +235,6 @@ def grade_submission(source: SourceNotebook, submission: Submission, *, limits: 
     with stages.stage("read the hand-in"):
         hand_in = submission.read()
     return grade_hand_in(source, submission, hand_in, limits=limits, launcher=launcher, seed=seed)
-
-
-def share_a_core(number: int) -> None:
-    """Run this process, and the template and workers it starts, on one core of those this
-    process may use (the ``number``-th, round robin).
-
-    A grading process and its worker take turns (each call or callback waits for the other),
-    so they never need two cores at once; on one core each turn is a switch between two
-    processes, on two cores it is also a wake-up across cores, which costs several times more
-    (measured: a round trip of about 10 us on one core, 35 us across two).  One grading process
-    per core keeps every core busy."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-        if len(cores) > 1:
-            os.sched_setaffinity(0, {cores[number % len(cores)]})
-    except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: the scheduler decides
 
 
 def _grading_process(source_path: Path, limits: Limits, seed: int | None,

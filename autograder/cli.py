@@ -37,7 +37,7 @@ from autograder.batch import (
 from autograder.course import Course
 from autograder.errors import AutograderError, UsageError
 from autograder.grader.grading import grade_notebook, not_graded
-from autograder.grader.launcher import Launcher
+from autograder.grader.launcher import Launcher, share_a_core
 from autograder.html import student_page
 from autograder.integrations import EXPORTS
 from autograder.integrations.gradescope import gradescope_results
@@ -91,6 +91,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 raise UsageError(f"There is no notebook {notebook}.")
             ps = course.check_problem_set(args.ps) if args.ps else course.problem_set_of(notebook)
             source = course.source(ps)
+            launcher.warm()
+            share_a_core(-1, launcher)  # now that the template has warmed up on every core
             report = grade_notebook(source, notebook, seed=seed, limits=_limits(course, args), launcher=launcher)
     print_report(report)
     progress.remember(ps, report, hidden_tests=True)

@@ -386,10 +386,13 @@ class Service:
     # Grading ---------------------------------------------------------------------------
     def _grade_forever(self) -> None:
         from autograder.grader.grading import grade_notebook
-        from autograder.grader.launcher import Launcher
+        from autograder.grader.launcher import Launcher, share_a_core
         from autograder.html import student_page
 
         with contextlib.nullcontext(None) if self._cluster else Launcher() as launcher:
+            if launcher is not None:  # this thread and its workers on a core of their own
+                launcher.start()
+                share_a_core(self._graders.index(threading.current_thread()), launcher)
             while (sid := self._queue.get()) is not None:
                 meta = self.store.metas[sid]
                 try:

@@ -116,13 +116,15 @@ def warm_recheck(course: Path, ps: str, notebook: Path, runs: int = 5) -> list[f
     """Seconds to grade ``notebook`` again in a process that has graded it once (a warm worker
     template, the problem set loaded): what Check in JupyterLab and the service pay per press."""
     from autograder.grader.grading import grade_notebook
-    from autograder.grader.launcher import Launcher
+    from autograder.grader.launcher import Launcher, share_a_core
     from autograder.notebook import SourceNotebook
 
     source = SourceNotebook.load(course / "source" / ps / f"{ps}.ipynb")
     data = notebook.read_bytes()
     times = []
     with Launcher() as launcher:
+        launcher.start()
+        share_a_core(-1, launcher)  # as the JupyterLab extension's checking thread does
         grade_notebook(source, data, notebook_name=notebook.name, seed=0, launcher=launcher)
         for run_number in range(runs):
             started = time.perf_counter()

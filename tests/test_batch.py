@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from autograder.catalogue import solution_answers, with_answers
 from autograder.notebook import read_notebook
@@ -252,3 +253,35 @@ def test_grading_processes_fork_their_templates_from_one_shared_template():
         assert ok and protections == expected
     assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
                for pid in pids), "a forked template outlived its grading process"
+
+
+def _blas_threads_after_sharing_a_core(results) -> None:
+    from threadpoolctl import threadpool_info
+
+    from autograder.grader.launcher import share_a_core
+
+    share_a_core(0)
+    results.put(([entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"],
+                 sorted(os.sched_getaffinity(0))))
+
+
+def test_a_grading_process_keeps_to_one_core_and_one_blas_thread():
+    """A grading process runs on one core with its workers, and the linear algebra it computes
+    expected values with uses one thread there (more would spin against each other)."""
+    import multiprocessing
+
+    import numpy as np  # noqa: F401 - loads the BLAS library whose threads are counted
+    from threadpoolctl import threadpool_info
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to choose between")
+    assert any(entry["num_threads"] > 1 for entry in threadpool_info() if entry["user_api"] == "blas")
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    process = context.Process(target=_blas_threads_after_sharing_a_core, args=(results,))
+    process.start()
+    threads, affinity = results.get(timeout=60)
+    process.join(timeout=30)
+    assert threads and set(threads) == {1}
+    assert affinity == [cores[0]]

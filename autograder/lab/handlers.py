@@ -106,12 +106,14 @@ class Checker:
         self._lock = threading.Lock()
 
     def _warm_launcher(self) -> Any:
-        from autograder.grader.launcher import Launcher
+        from autograder.grader.launcher import Launcher, share_a_core
 
         if self._launcher is None:
             self._launcher = Launcher()
             self._launcher.__enter__()
             self._launcher.start()
+            # This thread grades, and only it: it and the template's workers share a core.
+            share_a_core(-1, self._launcher)
         return self._launcher
 
     def check(self, notebook: Path, data: bytes) -> dict[str, Any]:
