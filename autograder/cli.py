@@ -472,7 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _skip_the_iri_parsers() -> None:
+    """With rfc3987-syntax installed, jsonschema builds some 35 Earley parsers for the "iri"
+    formats when it is first imported (through nbformat, which nbgrader imports): over a second
+    of a command's start-up on a small machine.  No notebook or gradebook schema uses those
+    formats, so this process does without them, as jsonschema does when the package is absent.
+    Only in a process of ours, and only before jsonschema's formats are loaded."""
+    if "jsonschema._format" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
+    _skip_the_iri_parsers()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

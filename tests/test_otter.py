@@ -79,10 +79,16 @@ def _run(command: list, cwd: Path, folder: Path) -> str:
     tmp = folder / "tmp"
     tmp.mkdir(exist_ok=True)
     env = {**os.environ, "TMPDIR": str(tmp), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with SLOTS:
-        result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True,
-                                text=True, timeout=900)
-    output = result.stdout + result.stderr
+    for _ in range(3):
+        with SLOTS:
+            result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True,
+                                    text=True, timeout=900)
+        output = result.stdout + result.stderr
+        # jupyter_client picks a kernel's ports, frees them and lets the kernel bind them; a kernel
+        # another command starts meanwhile can take one (jupyter/jupyter_client#487). Otter does
+        # not retry, so the command runs again.
+        if result.returncode == 0 or "ZMQError: Address already in use" not in output:
+            break
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n{output[-6000:]}")
     return output
