@@ -166,3 +166,18 @@ def test_demo_grades_the_built_in_class(tmp_path):
     mistakes = [name for name in reports if name.startswith("mistake-")]
     assert len(mistakes) == len(load_catalogue(ROOT / "source" / PS / "mistakes.toml"))
     assert all(reports[name]["score"] < reports[name]["max_score"] for name in mistakes)
+
+
+def test_commands_open_the_gradebook_without_building_the_iri_parsers():
+    """jsonschema builds rfc3987-syntax's parsers (a second or more) when nbgrader imports nbformat,
+    unless rfc3987 is installed; our commands do without them either way."""
+    probe = ("import sys\n"
+             "sys.modules['rfc3987'] = None  # as on a machine without it\n"
+             "from autograder import cli\n"
+             "cli._skip_the_iri_parsers()\n"
+             "from nbgrader.api import Gradebook\n"
+             "import jsonschema\n"
+             "print(sys.modules.get('rfc3987_syntax') is None, 'iri' in jsonschema.FormatChecker().checkers)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]
