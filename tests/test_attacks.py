@@ -201,7 +201,7 @@ SELF_HARM = {
                                     "threading.Thread(target=spray, daemon=True).start()\n"
                                     "def double(x):\n    return 2 * x\n"),
     "forged reply frames": ("import os, struct\nfrom autograder import wire\n"
-                            "def double(x):\n    frame = wire.encode({'op': 'reply', 'id': 1, 'ok': True, 'value': 2 * x})\n"
+                            "def double(x):\n    frame = wire.encode([1, 'reply', True, 2 * x])\n"
                             "    for fd in range(3, 20):\n        try:\n"
                             "            os.write(fd, struct.pack('<Q', len(frame)) + frame)\n"
                             "        except OSError:\n            pass\n    return 3 * x\n"),

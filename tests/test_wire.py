@@ -131,16 +131,32 @@ def test_every_message_crosses_the_wire_and_comes_back_the_same():
         assert repr(back) == repr(sample)
 
 
+def test_a_message_is_its_op_and_fields_without_trailing_defaults():
+    from autograder.wire import messages
+
+    assert messages.Reply(ok=True, value=3.0).to_wire() == ["reply", True, 3.0]
+    assert messages.Reply(ok=True).to_wire() == ["reply", True]
+    # A value equal to the default but of another type is sent: it would come back as the default.
+    assert messages.TemplateReply(exit=0).to_wire() == ["template", False, None, 0]
+    assert messages.Notice("output-cut", 0).to_wire() == ["notice", "output-cut"]
+    failure = messages.Reply.failure("ValueError", "no")
+    assert failure.to_wire() == ["reply", False, None, ["error", "ValueError", "no"]]
+    assert messages.parse(failure.to_wire()) == failure
+
+
 @pytest.mark.parametrize("data, problem", [
-    ({"op": "exec", "source": 3, "label": "x"}, "holds int where str belongs"),
-    ({"op": "exec", "source": "x"}, "lacks a field"),
-    ({"op": "call", "target": 1.5, "args": [], "kwargs": {}}, "none of"),
-    ({"op": "reply", "ok": "yes"}, "holds str where bool belongs"),
-    ({"op": "reply", "ok": False, "error": {"type": 1}}, "holds int where str belongs"),
-    ({"op": "describe", "names": ["a", 2]}, "holds int where str belongs"),
-    ({"op": "spawn", "settings": {"scratch_parent": "/tmp", "scratch_name": "w", "cpu_seconds": "1"}}, "holds str"),
-    ({"op": "rm -rf"}, "unknown message"),
-    (["op", "exec"], "not a dict"),
+    (["exec", 3, "x"], "holds int where str belongs"),
+    (["exec", "x"], "lacks a field"),
+    (["call", 1.5, [], {}], "none of"),
+    (["reply", "yes"], "holds str where bool belongs"),
+    (["reply", False, None, ["error", 1]], "holds int where str belongs"),
+    (["reply", False, None, ["hello"]], "holds list where ErrorInfo belongs"),
+    (["describe", ["a", 2]], "holds int where str belongs"),
+    (["spawn", ["settings", "/tmp", "w", [], "1"]], "holds str"),
+    (["status", 1, 2], "more than 1 fields"),
+    (["rm -rf"], "unknown message"),
+    ({"op": "exec", "source": "x", "label": "y"}, "not a list"),
+    ([], "not a list"),
 ])
 def test_a_malformed_message_is_a_wire_error_with_a_sentence(data, problem):
     from autograder.wire import messages

@@ -55,7 +55,8 @@ class Channel:
 
     # Framing ------------------------------------------------------------------------
     def send(self, message: Message, message_id: int) -> None:
-        payload = encode({**message.to_wire(), "id": message_id}, self.register_callable)
+        # A frame is [id, op, field, ...]: the message's id, then the message.
+        payload = encode([message_id, *message.to_wire()], self.register_callable)
         self._sock.sendall(_LENGTH.pack(len(payload)) + payload)
 
     def _recv_exact(self, n: int, deadline: float | None) -> bytes:
@@ -87,10 +88,9 @@ class Channel:
         if length > MAX_MESSAGE_BYTES + 4096:
             raise WireError("a message is larger than the limit")
         data = decode(self._recv_exact(length, deadline), self.make_remote)
-        message_id = data.get("id") if type(data) is dict else None
-        if type(message_id) is not int:
+        if type(data) is not list or len(data) < 2 or type(data[0]) is not int:
             raise WireError("a message has no id")
-        return parse(data), message_id
+        return parse(data[1:]), data[0]
 
     # Calls --------------------------------------------------------------------------
     def notify(self, message: Notice) -> None:

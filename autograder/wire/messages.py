@@ -1,8 +1,8 @@
 """Every message the grader, the worker template and the worker send each other.
 
 One dataclass per kind of message, defined here once and used by both sides.  A message
-crosses the wire as a dict of plain data with an ``op`` naming its kind; :func:`parse` turns
-such a dict back into the dataclass and checks every field's type on the way, so a malformed
+crosses the wire as a list of plain data, ``[op, field, ...]`` with the ``op`` naming its kind and
+the fields in the order they are declared; :func:`parse` turns such a list back into the dataclass and checks every field's type on the way, so a malformed
 message from a hostile worker is a :class:`~autograder.wire.codec.WireError`, never a
 ``KeyError`` or a wrong type deep inside the receiver.
 
@@ -29,7 +29,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union
 
 from autograder.wire.codec import WireError
@@ -41,12 +41,37 @@ class Message:
 
     op: ClassVar[str] = ""
 
-    def to_wire(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"op": self.op}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            data[item.name] = value.to_wire() if isinstance(value, Message) else value
+    def to_wire(self) -> list[Any]:
+        """``[op, field, ...]`` in the order the fields are declared, without the trailing ones
+        that hold their defaults (a reply that only says ``ok`` and a value is four items)."""
+        data: list[Any] = [self.op]
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            data.append(value.to_wire() if isinstance(value, Message) else value)
+        defaults = _defaults(type(self))
+        while len(data) > 1 and _is_default(data[-1], defaults[len(data) - 2]):
+            data.pop()
         return data
+
+
+_NO_DEFAULT = object()
+
+
+@functools.cache
+def _field_names(kind: type[Message]) -> tuple[str, ...]:
+    return tuple(item.name for item in fields(kind))
+
+
+@functools.cache
+def _defaults(kind: type[Message]) -> tuple[Any, ...]:
+    return tuple(item.default if item.default is not MISSING
+                 else item.default_factory() if item.default_factory is not MISSING else _NO_DEFAULT
+                 for item in fields(kind))
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    # The type first: 0.0 is not sent as the default 0, and an array is never compared element-wise.
+    return default is not _NO_DEFAULT and type(value) is type(default) and value == default
 
 
 # --------------------------------------------------------------------- grader <-> worker
@@ -226,7 +251,7 @@ def _checker(annotation: Any) -> Callable[[Any], Any]:
         kind = annotation
 
         def message(value: Any) -> Any:
-            if type(value) is dict:
+            if type(value) is list and value and value[0] == kind.op:
                 return _build(kind, value)
             raise _wrong(value, annotation)
         return message
@@ -268,34 +293,34 @@ def _conforms(value: Any, annotation: Any) -> Any:
 
 
 def parse(data: Any) -> Message:
-    """The message ``data`` (a decoded dict) stands for, with every field checked."""
-    if type(data) is not dict or type(data.get("op")) is not str:
-        raise WireError("a message is not a dict with an op")
-    kind = MESSAGES.get(data["op"])
+    """The message ``data`` (a decoded ``[op, field, ...]`` list) stands for, with every field checked."""
+    if type(data) is not list or not data or type(data[0]) is not str:
+        raise WireError("a message is not a list that starts with its op")
+    kind = MESSAGES.get(data[0])
     if kind is None:
-        raise WireError(f"unknown message {data['op']!r:.40}")
+        raise WireError(f"unknown message {data[0]!r:.40}")
     return _build(kind, data)
 
 
-_FIELD_CHECKS: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {}
+_FIELD_CHECKS: dict[str, list[Callable[[Any], Any]]] = {}
 
 
-def _field_checks(kind: type[Message]) -> list[tuple[str, Callable[[Any], Any]]]:
-    """A message class's fields and their checkers, made once (resolving the annotations costs
-    more than a message)."""
+def _field_checks(kind: type[Message]) -> list[Callable[[Any], Any]]:
+    """A message class's field checkers, in field order, made once (resolving the annotations
+    costs more than a message)."""
     checks = _FIELD_CHECKS.get(kind.op)
     if checks is None:
         hints = typing.get_type_hints(kind)
-        checks = _FIELD_CHECKS[kind.op] = [(item.name, _checker(hints[item.name])) for item in fields(kind)]
+        checks = _FIELD_CHECKS[kind.op] = [_checker(hints[item.name]) for item in fields(kind)]
     return checks
 
 
-def _build(kind: type[Message], data: dict[str, Any]) -> Message:
-    values = {}
-    for name, check in _field_checks(kind):
-        if name in data:
-            values[name] = check(data[name])
+def _build(kind: type[Message], data: list[Any]) -> Message:
+    checks = _field_checks(kind)
+    if len(data) - 1 > len(checks):
+        raise WireError(f"a {kind.op} message has more than {len(checks)} fields")
+    values = [check(value) for check, value in zip(checks, data[1:])]
     try:
-        return kind(**values)
+        return kind(*values)
     except TypeError:
         raise WireError(f"a {kind.op} message lacks a field") from None
