@@ -44,29 +44,31 @@ class Message:
     def to_wire(self) -> list[Any]:
         """``[op, field, ...]`` in the order the fields are declared, without the trailing ones
         that hold their defaults (a reply that only says ``ok`` and a value is four items)."""
+        names, defaults = _shape(type(self))
         data: list[Any] = [self.op]
-        for name in _field_names(type(self)):
+        for name in names:
             value = getattr(self, name)
             data.append(value.to_wire() if isinstance(value, Message) else value)
-        defaults = _defaults(type(self))
         while len(data) > 1 and _is_default(data[-1], defaults[len(data) - 2]):
             data.pop()
         return data
 
 
 _NO_DEFAULT = object()
+_SHAPES: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
 
-@functools.cache
-def _field_names(kind: type[Message]) -> tuple[str, ...]:
-    return tuple(item.name for item in fields(kind))
-
-
-@functools.cache
-def _defaults(kind: type[Message]) -> tuple[Any, ...]:
-    return tuple(item.default if item.default is not MISSING
-                 else item.default_factory() if item.default_factory is not MISSING else _NO_DEFAULT
-                 for item in fields(kind))
+def _shape(kind: type[Message]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    """A message class's field names and defaults, in order (made once per class)."""
+    shape = _SHAPES.get(kind.op)
+    if shape is None:
+        items = fields(kind)
+        shape = _SHAPES[kind.op] = (
+            tuple(item.name for item in items),
+            tuple(item.default if item.default is not MISSING
+                  else item.default_factory() if item.default_factory is not MISSING else _NO_DEFAULT
+                  for item in items))
+    return shape
 
 
 def _is_default(value: Any, default: Any) -> bool:
