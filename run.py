@@ -40,8 +40,7 @@ def ensure_environment() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("Installing the course and its dependencies into .venv (about a minute the first time) ...",
           flush=True)
-    # --no-compile: modules are byte-compiled when first imported, not every file of every package now.
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"]
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     # The package installs the prebuilt lab extension as data files: never through the link that
     # ensure_lab_extension puts in its place, which points back into the work tree.
     lab_link = VENV / "share" / "jupyter" / "labextensions" / LAB_NAME
