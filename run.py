@@ -202,7 +202,7 @@ def main(argv: list[str]) -> int:
         codes.append(subprocess.call(gate, cwd=ROOT))
     # Two test processes per machine (pytest-xdist), each test file in one of them, so that a
     # file's shared fixtures (a graded class, the otter pipelines) are built once.
-    parallel = [] if any(arg.startswith("-n") or arg == "-p" for arg in rest) else ["-n", "2", "--dist", "loadfile"]
+    parallel = [] if any(arg.startswith("-n") or arg == "-p" for arg in rest) else ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
     codes.append(subprocess.call([str(BIN / "python"), "-m", "pytest", *parallel, *rest], cwd=ROOT))
     return next((code for code in codes if code), 0)
 
