@@ -276,6 +276,8 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
     with Gradebook(url, "math-for-ml") as gradebook:  # a hand grade in formgrader: bob gets 0.5 more
         grade = gradebook.find_grade(first["id"], PS, PS, "bob")
         grade.manual_score = (grade.auto_score or 0) + 0.5
+        # and eve (who handed in the untouched notebook) a point of extra credit, which nbgrader adds
+        gradebook.find_grade(first["id"], PS, PS, "eve").extra_credit = 1.0
         gradebook.db.commit()
     result = autograder("grade", PS, cwd=course)  # nothing to grade: refreshes what changed
     assert result.returncode == 3, result.stdout + result.stderr
@@ -301,6 +303,7 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
         assert f'href="{student}.html"' in summary and shown in summary, student
         assert any(line.split()[:1] == [student] and shown in line for line in table.splitlines()), student
     assert float(theirs["bob"]["score"]) == pytest.approx(reports["bob"]["score"] + 0.5)
+    assert float(theirs["eve"]["score"]) == pytest.approx(reports["eve"]["score"] + 1.0)
     assert float(theirs["cy"]["raw_score"]) == 20 and float(theirs["cy"]["score"]) == 0
     assert "late penalty -20" in (folder / "cy.html").read_text()
     assert "hand grading +0.5" in (folder / "bob.html").read_text()

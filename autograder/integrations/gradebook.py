@@ -22,6 +22,7 @@ import functools
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -308,14 +309,16 @@ class GradebookWriter:
         for comment in notebook.comments:
             comment.auto_comment = self._comment(self._cell_names.get(comment.cell_id), report)
         notebook.late_submission_penalty = self._late_penalty(student, score, submission.total_seconds_late)
-        gradebook.db.flush()
-        # nbgrader computes these in SQL; read them again now that the rows above are in.
-        gradebook.db.expire(submission, ["score", "late_submission_penalty", "needs_manual_grade"])
-        # What nbgrader export will say, for every output we write (see GradeReport.final).
+        # What nbgrader export will say, for every output we write (see GradeReport.final): the
+        # sums nbgrader's gradebook makes in SQL, made here from the rows just set, so that the
+        # rows go to the database with the transaction's others (one flush for many students).
+        grades = [grade for each in submission.notebooks for grade in each.grades]
+        raw_score = math.fsum(_nbgrader_grade_score(grade) for grade in grades)
         report.final = FinalScore(
-            raw_score=float(submission.score), late_penalty=float(submission.late_submission_penalty or 0.0),
-            manual_adjustment=float(submission.score) - report.score,
-            needs_manual_grade=bool(submission.needs_manual_grade))
+            raw_score=raw_score,
+            late_penalty=math.fsum(float(each.late_submission_penalty or 0.0) for each in submission.notebooks),
+            manual_adjustment=raw_score - report.score,
+            needs_manual_grade=any(grade.needs_manual_grade for grade in grades))
 
     def _timestamp(self, text: str | None, student: str) -> Any:
         """The submission time of ``timestamp.txt`` (read with the hand-in, never by path here)."""
@@ -352,6 +355,15 @@ class GradebookWriter:
         temporary.replace(target / f"{self.ps}.ipynb")
         if report.submitted_at:
             (target / TIMESTAMP_FILE).write_text(report.submitted_at[:200] + "\n", encoding="utf-8")
+
+
+def _nbgrader_grade_score(grade: Any) -> float:
+    """A grade's score as nbgrader's gradebook defines it in SQL (``Grade.score``): the manual
+    score if there is one, else the automatic one, plus any extra credit; 0 if neither."""
+    base = grade.manual_score if grade.manual_score is not None else grade.auto_score
+    if base is None:
+        return 0.0
+    return float(base) + float(grade.extra_credit or 0.0)
 
 
 def _answer_cell_of_each_test(source: Any) -> dict[str, str]:
