@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Checks record a learner's progress in their data directory: the suite's go to a folder of its
 # own (inherited by every command it runs), never to the home of whoever runs the tests.
 os.environ["AUTOGRADER_DATA_DIR"] = tempfile.mkdtemp(prefix="autograder-test-data-")
+atexit.register(shutil.rmtree, os.environ["AUTOGRADER_DATA_DIR"], ignore_errors=True)
 
 # The files that take longest, slowest first (seconds on 2 cores, `--durations=0`). `run.py test`
 # hands whole files to its two test processes in collection order (`--dist loadfile
