@@ -18,8 +18,8 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import venv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -68,36 +68,35 @@ def _lab_is_built() -> bool:
 
 
 def compile_lab_sources() -> None:
-    """The half of the extension's build that needs no Python (npm's packages, TypeScript): run
-    while pip installs the environment."""
+    """The half of the extension's build that needs no Python (npm's packages, TypeScript), when
+    the sources changed; run while pip installs the environment."""
     npm, node = shutil.which("npm"), shutil.which("node")
-    if _lab_is_built() or not (npm and node):
+    compiled = LAB / ".compiled-from"
+    wanted = _lab_sources_digest()
+    if _lab_is_built() or not (npm and node) or (compiled.is_file() and compiled.read_text().strip() == wanted):
         return
     print("Building the JupyterLab extension (npm; a minute the first time) ...", flush=True)
     subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=LAB, check=True)
     subprocess.run([node, "node_modules/typescript/bin/tsc", "-p", "."], cwd=LAB, check=True)
-    (LAB / ".compiled-from").write_text(_lab_sources_digest())
+    compiled.write_text(wanted)
 
 
 def ensure_lab_extension() -> None:
     """Build the JupyterLab extension (the Check button) with npm when its sources changed, and
     put it where this environment's JupyterLab and Jupyter server find it."""
     if not _lab_is_built():
-        npm, node = shutil.which("npm"), shutil.which("node")
-        if not (npm and node):
+        node = shutil.which("node")
+        if not (shutil.which("npm") and node):
             print("Note: Node.js and npm are not installed, so JupyterLab's Check button is not built. Install "
                   "them (for example `sudo apt-get install nodejs npm`) and run this again.", flush=True)
             return
-        wanted = _lab_sources_digest()
-        compiled = LAB / ".compiled-from"
-        if not (compiled.is_file() and compiled.read_text().strip() == wanted):
-            compile_lab_sources()
+        compile_lab_sources()
         core = subprocess.run([str(BIN / "python"), "-c", "import jupyterlab, os; "
                                "print(os.path.join(os.path.dirname(jupyterlab.__file__), 'staging'))"],
                               capture_output=True, text=True, check=True).stdout.strip()
         subprocess.run([node, "node_modules/@jupyterlab/builder/lib/build-labextension.js", "--core-path", core, "."],
                        cwd=LAB, check=True, stdout=subprocess.DEVNULL)
-        (LAB_BUILD / ".built-from").write_text(wanted)
+        (LAB_BUILD / ".built-from").write_text(_lab_sources_digest())
     # As pip would place a prebuilt extension, and enable the server half.
     labextensions = VENV / "share" / "jupyter" / "labextensions"
     labextensions.mkdir(parents=True, exist_ok=True)
@@ -109,26 +108,6 @@ def ensure_lab_extension() -> None:
     server_config = VENV / "etc" / "jupyter" / "jupyter_server_config.d"
     server_config.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(LAB / "jupyter-config" / "autograder.json", server_config / "autograder.json")
-
-
-class Background(threading.Thread):
-    """A step run beside another; join() raises what it raised."""
-
-    def __init__(self, step) -> None:
-        super().__init__(daemon=True)
-        self._step, self._error = step, None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self._step()
-        except BaseException as error:  # re-raised in the main thread
-            self._error = error
-
-    def join(self, timeout=None) -> None:
-        super().join(timeout)
-        if self._error is not None:
-            raise self._error
 
 
 HUB_PROXY = VENV / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -179,9 +158,10 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     # npm and TypeScript work on the extension while pip installs the environment.
-    compiling = Background(compile_lab_sources)
-    ensure_environment()
-    compiling.join()
+    with ThreadPoolExecutor(1) as background:
+        compiling = background.submit(compile_lab_sources)
+        ensure_environment()
+        compiling.result()  # raises what the build raised
     ensure_lab_extension()
     if command == "shell":
         print(f"source {BIN / 'activate'}")
@@ -202,7 +182,8 @@ def main(argv: list[str]) -> int:
         codes.append(subprocess.call(gate, cwd=ROOT))
     # Two test processes per machine (pytest-xdist), each test file in one of them, so that a
     # file's shared fixtures (a graded class, the otter pipelines) are built once.
-    parallel = [] if any(arg.startswith("-n") or arg == "-p" for arg in rest) else ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
+    parallel = [] if any(arg.startswith("-n") or arg == "-p" for arg in rest) else [
+        "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
     codes.append(subprocess.call([str(BIN / "python"), "-m", "pytest", *parallel, *rest], cwd=ROOT))
     return next((code for code in codes if code), 0)
 

@@ -1,10 +1,11 @@
 """Every message the grader, the worker template and the worker send each other.
 
 One dataclass per kind of message, defined here once and used by both sides.  A message
-crosses the wire as a list of plain data, ``[op, field, ...]`` with the ``op`` naming its kind and
-the fields in the order they are declared; :func:`parse` turns such a list back into the dataclass and checks every field's type on the way, so a malformed
-message from a hostile worker is a :class:`~autograder.wire.codec.WireError`, never a
-``KeyError`` or a wrong type deep inside the receiver.
+crosses the wire as a list of plain data, ``[op, field, ...]``: the ``op`` names its kind, the
+fields follow in the order they are declared.  :func:`parse` turns such a list back into the
+dataclass and checks every field's type on the way, so a malformed message from a hostile
+worker is a :class:`~autograder.wire.codec.WireError`, never a ``KeyError`` or a wrong type
+deep inside the receiver.
 
 ========================  =======================  ==============================================
 message                   from -> to               meaning
@@ -44,7 +45,7 @@ class Message:
     def to_wire(self) -> list[Any]:
         """``[op, field, ...]`` in the order the fields are declared, without the trailing ones
         that hold their defaults (a reply that only says ``ok`` and a value is four items)."""
-        names, defaults = _shape(type(self))
+        names, defaults, _ = _shape(type(self))
         data: list[Any] = [self.op]
         for name in names:
             value = getattr(self, name)
@@ -55,19 +56,30 @@ class Message:
 
 
 _NO_DEFAULT = object()
-_SHAPES: dict[str, tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
 
-def _shape(kind: type[Message]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
-    """A message class's field names and defaults, in order (made once per class)."""
+class _Shape(typing.NamedTuple):
+    """A message class's fields in declaration order: names, defaults and type checkers."""
+
+    names: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    checks: tuple[Callable[[Any], Any], ...]
+
+
+_SHAPES: dict[str, _Shape] = {}
+
+
+def _shape(kind: type[Message]) -> _Shape:
+    """Made once per class: resolving the annotations costs more than a message."""
     shape = _SHAPES.get(kind.op)
     if shape is None:
-        items = fields(kind)
-        shape = _SHAPES[kind.op] = (
+        items, hints = fields(kind), typing.get_type_hints(kind)
+        shape = _SHAPES[kind.op] = _Shape(
             tuple(item.name for item in items),
             tuple(item.default if item.default is not MISSING
                   else item.default_factory() if item.default_factory is not MISSING else _NO_DEFAULT
-                  for item in items))
+                  for item in items),
+            tuple(_checker(hints[item.name]) for item in items))
     return shape
 
 
@@ -304,21 +316,8 @@ def parse(data: Any) -> Message:
     return _build(kind, data)
 
 
-_FIELD_CHECKS: dict[str, list[Callable[[Any], Any]]] = {}
-
-
-def _field_checks(kind: type[Message]) -> list[Callable[[Any], Any]]:
-    """A message class's field checkers, in field order, made once (resolving the annotations
-    costs more than a message)."""
-    checks = _FIELD_CHECKS.get(kind.op)
-    if checks is None:
-        hints = typing.get_type_hints(kind)
-        checks = _FIELD_CHECKS[kind.op] = [_checker(hints[item.name]) for item in fields(kind)]
-    return checks
-
-
 def _build(kind: type[Message], data: list[Any]) -> Message:
-    checks = _field_checks(kind)
+    checks = _shape(kind).checks
     if len(data) - 1 > len(checks):
         raise WireError(f"a {kind.op} message has more than {len(checks)} fields")
     values = [check(value) for check, value in zip(checks, data[1:])]
