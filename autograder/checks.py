@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import secrets
 import textwrap
@@ -475,10 +476,29 @@ def _source_of(function: Any) -> str:
             return inspect.getsource(function)
         except (OSError, TypeError):
             return ""
+    binders = _binders(tuple(cells.values()))
+    wanted, seen, chosen = [name], set(), []
+    while wanted:
+        current = wanted.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for segment in binders.get(current, ()):
+            if segment not in chosen:
+                chosen.append(segment)
+                wanted += _names_in(segment)
+    return "\n\n".join(chosen)
+
+
+# A test cell reads the same student cells for each function it checks, and a notebook's test
+# cells check several: what the cells bind is worked out once per notebook, not once per check.
+@functools.lru_cache(maxsize=8)
+def _binders(sources: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """For each name bound at the top level of the cells ``sources``, the statements that bind it."""
     from autograder.notebook import top_level_names
 
     binders: dict[str, list[str]] = {}
-    for source in cells.values():
+    for source in sources:
         try:
             tree = ast.parse(source)
         except SyntaxError:
@@ -487,17 +507,12 @@ def _source_of(function: Any) -> str:
             segment = ast.get_source_segment(source, node) or ""
             for bound in top_level_names(segment):
                 binders.setdefault(bound, []).append(segment)
-    wanted, seen, chosen = [name], set(), []
-    while wanted:
-        current = wanted.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for segment in binders.get(current, []):
-            if segment not in chosen:
-                chosen.append(segment)
-                wanted += [node.id for node in ast.walk(ast.parse(segment)) if isinstance(node, ast.Name)]
-    return "\n\n".join(chosen)
+    return {name: tuple(segments) for name, segments in binders.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _names_in(segment: str) -> tuple[str, ...]:
+    return tuple(node.id for node in ast.walk(ast.parse(segment)) if isinstance(node, ast.Name))
 
 
 def _dotted(node: ast.AST) -> str:
@@ -545,6 +560,28 @@ def _expand(path: str, aliases: dict[str, str]) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=64)
+def _used_paths(source: str) -> frozenset[str]:
+    """The dotted names ``source`` uses, aliases expanded (nothing when it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return frozenset()
+    aliases = _aliases(tree)
+    # The student's own functions (their bodies are read here too): calling a helper named like
+    # the library routine, such as their own `dot` from an earlier exercise, is not a use of it.
+    own = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    used: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Attribute, ast.Call, ast.Name)):
+            dotted = _dotted(node)
+            if dotted and not (dotted in own and dotted not in aliases):
+                used.add(_expand(dotted, aliases))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            used |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return frozenset(used)
+
+
 def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> None:
     """The student's ``function`` (and the helpers it calls) does not use any of ``forbidden``,
     given as dotted names such as ``"linalg.eig"`` or ``"linalg.eigh"``.
@@ -561,22 +598,7 @@ def check_not_using(function: Any, *forbidden: str, what: str | None = None) -> 
         check_not_using(power_iteration, "linalg.eig", "linalg.eigh")
     """
     name = getattr(function, "__name__", "your function")
-    try:
-        tree = ast.parse(_source_of(function))
-    except SyntaxError:
-        return
-    aliases = _aliases(tree)
-    # The student's own functions (their bodies are read here too): calling a helper named like
-    # the library routine, such as their own `dot` from an earlier exercise, is not a use of it.
-    own = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    used: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Attribute, ast.Call, ast.Name)):
-            dotted = _dotted(node)
-            if dotted and not (dotted in own and dotted not in aliases):
-                used.add(_expand(dotted, aliases))
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            used |= {f"{node.module}.{alias.name}" for alias in node.names}
+    used = _used_paths(_source_of(function))
     for banned in forbidden:
         if any(path == banned or path.endswith("." + banned) for path in used):
             raise CheckFailure(
