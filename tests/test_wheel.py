@@ -1,7 +1,8 @@
 """What a student installs: the wheel alone, in a fresh virtual environment, outside the course.
 
 The wheel is built from a copy of the project (with the lab extension that `run.py` built), and
-installed with its dependencies into a new environment of the Python that runs the suite.  In a
+installed into a new environment of the Python that runs the suite, which holds exactly the
+distributions the wheel's metadata requires (with theirs), and nothing else.  In a
 folder that is not the course, a released notebook's visible tests then run in that environment's
 own kernel, the lab extension and its server half are enabled, and nothing of the course's hidden
 tests or solutions is in the wheel.
