@@ -62,9 +62,8 @@ def _lab_sources_digest() -> str:
     return digest.hexdigest()
 
 
-def _lab_is_built() -> bool:
-    stamp = LAB_BUILD / ".built-from"
-    return stamp.is_file() and stamp.read_text().strip() == _lab_sources_digest()
+def _stamped(stamp: Path, digest: str) -> bool:
+    return stamp.is_file() and stamp.read_text().strip() == digest
 
 
 def compile_lab_sources() -> None:
@@ -73,7 +72,7 @@ def compile_lab_sources() -> None:
     npm, node = shutil.which("npm"), shutil.which("node")
     compiled = LAB / ".compiled-from"
     wanted = _lab_sources_digest()
-    if _lab_is_built() or not (npm and node) or (compiled.is_file() and compiled.read_text().strip() == wanted):
+    if not (npm and node) or _stamped(LAB_BUILD / ".built-from", wanted) or _stamped(compiled, wanted):
         return
     print("Building the JupyterLab extension (npm; a minute the first time) ...", flush=True)
     subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=LAB, check=True)
@@ -84,7 +83,8 @@ def compile_lab_sources() -> None:
 def ensure_lab_extension() -> None:
     """Build the JupyterLab extension (the Check button) with npm when its sources changed, and
     put it where this environment's JupyterLab and Jupyter server find it."""
-    if not _lab_is_built():
+    wanted = _lab_sources_digest()
+    if not _stamped(LAB_BUILD / ".built-from", wanted):
         node = shutil.which("node")
         if not (shutil.which("npm") and node):
             print("Note: Node.js and npm are not installed, so JupyterLab's Check button is not built. Install "
@@ -96,7 +96,7 @@ def ensure_lab_extension() -> None:
                               capture_output=True, text=True, check=True).stdout.strip()
         subprocess.run([node, "node_modules/@jupyterlab/builder/lib/build-labextension.js", "--core-path", core, "."],
                        cwd=LAB, check=True, stdout=subprocess.DEVNULL)
-        (LAB_BUILD / ".built-from").write_text(_lab_sources_digest())
+        (LAB_BUILD / ".built-from").write_text(wanted)
     # As pip would place a prebuilt extension, and enable the server half.
     labextensions = VENV / "share" / "jupyter" / "labextensions"
     labextensions.mkdir(parents=True, exist_ok=True)

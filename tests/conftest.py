@@ -200,10 +200,9 @@ def _environment_like_this_one(requirements: list[str], target: Path, python: st
             destination = (there_site / source.relative_to(here_site) if source.is_relative_to(here_site)
                            else target / source.relative_to(prefix))
             destination.parent.mkdir(parents=True, exist_ok=True)
-            head = source.read_bytes()[:len(shebang)] if source.parent == prefix / "bin" else b""
-            if head == shebang:  # a console script: it must name the new environment's interpreter
-                text = source.read_bytes()
-                destination.write_bytes(f"#!{target / 'bin' / 'python'}".encode() + text[len(shebang):])
+            script = source.read_bytes() if source.parent == prefix / "bin" else b""
+            if script.startswith(shebang):  # a console script: it must name the new environment's interpreter
+                destination.write_bytes(f"#!{target / 'bin' / 'python'}".encode() + script[len(shebang):])
                 destination.chmod(0o755)
             elif source.stat().st_mode & 0o444 == 0o444:
                 try:

@@ -60,10 +60,12 @@ def unprivileged_env(environment_like_this_one):
         info.mkdir()
         for name in ("METADATA", "entry_points.txt"):
             (info / name).write_text(installed.read_text(name) or "")
-        command = venv / "bin" / "autograder"
-        command.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom autograder.cli import main\n"
-                           "sys.exit(main())\n")
-        command.chmod(0o755)
+        for entry in installed.entry_points.select(group="console_scripts"):
+            module, _, function = entry.value.partition(":")
+            command = venv / "bin" / entry.name
+            command.write_text(f"#!{venv / 'bin' / 'python'}\nimport sys\nfrom {module} import {function}\n"
+                               f"sys.exit({function}())\n")
+            command.chmod(0o755)
     else:  # this environment cannot stand in (another Python version): install afresh
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
         pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
