@@ -7,6 +7,7 @@ with status ``error`` and the reason; the batch always goes on.
 from __future__ import annotations
 
 import ctypes
+import gc
 import hashlib
 import logging
 import multiprocessing
@@ -246,6 +247,9 @@ def _grading_process(source_path: Path, limits: Limits, seed: int | None,
     # Die with the parent, even when it is killed with SIGKILL.
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     stages.take()  # what the parent summed before the fork is the parent's
+    # What this process inherited (the parent's modules, nbgrader's among them) is never garbage:
+    # the collector leaves it alone, instead of walking it, and copying its pages, at every full pass.
+    gc.freeze()
     with stages.stage("start: load the problem set"):
         source = SourceNotebook.load(source_path)
     with stages.stage("start: the warm worker template"):
@@ -315,19 +319,33 @@ class Executor(Protocol):
 
 
 class LocalPool:
-    """Graders in processes of this machine, one warm worker template each."""
+    """Graders in processes of this machine, one warm worker template each.
+
+    Used as a context manager, the pool starts the template they fork theirs from at once, so
+    that it imports NumPy and Matplotlib on another core while the caller gets ready (opens the
+    gradebook); otherwise :meth:`results` starts it."""
 
     def __init__(self, jobs: int | None = None, stats: BatchStats | None = None) -> None:
         self.jobs = jobs
         self.stats = stats
+        self._context = multiprocessing.get_context("fork")  # forking this process is quick; it holds no student data
+        self._shared: SharedTemplate | None = None
+
+    def __enter__(self) -> LocalPool:
+        self._shared = SharedTemplate(self._context.Lock())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._shared is not None:
+            self._shared.__exit__()
+            self._shared = None
 
     def results(self, source_path: Path, submissions: list[Submission], *, limits: Limits,
                 seed: int | None) -> Iterator[tuple[int, GradeReport]]:
         jobs = max(1, min(self.jobs or default_jobs(), len(submissions)))
         if self.stats is not None:
             self.stats.jobs = jobs
-        # Forking this process is quick, and it holds no student data.
-        context = multiprocessing.get_context("fork")
+        context = self._context
         # Results wait in a short queue: when the caller falls behind (writing the gradebook),
         # the graders pause instead of piling up reports in memory.
         tasks, results = context.Queue(), context.Queue(maxsize=4 * jobs)
@@ -336,7 +354,7 @@ class LocalPool:
         for _ in range(jobs):
             tasks.put(None)
         # One template warms up (imports NumPy, Matplotlib) for all the graders, which fork theirs from it.
-        shared = SharedTemplate(context.Lock())
+        shared = self._shared or SharedTemplate(context.Lock())
         processes = [context.Process(target=_grading_process,
                                      args=(source_path, limits, seed, tasks, results, number, shared), daemon=True)
                      for number in range(jobs)]
@@ -365,7 +383,8 @@ class LocalPool:
                 process.join(timeout=5)
                 if process.is_alive():
                     process.kill()
-            shared.__exit__()
+            if shared is not self._shared:
+                shared.__exit__()
 
 
 def grade_class(
@@ -412,9 +431,9 @@ def grade_class(
 def grade_batch(source_path: Path, submissions: list[Submission], reports: Path, *, limits: Limits,
                 seed: int | None = None, jobs: int | None = None,
                 progress: Callable[[int, int, GradeReport], None] | None = None,
-                stats: BatchStats | None = None) -> list[GradeReport]:
-    """:func:`grade_class` on ``jobs`` local processes (default: every core)."""
-    return grade_class(source_path, submissions, reports, executor=LocalPool(jobs, stats), limits=limits,
+                stats: BatchStats | None = None, pool: LocalPool | None = None) -> list[GradeReport]:
+    """:func:`grade_class` on ``jobs`` local processes (default: every core), or on ``pool``."""
+    return grade_class(source_path, submissions, reports, executor=pool or LocalPool(jobs, stats), limits=limits,
                        seed=seed, progress=progress)
 
 

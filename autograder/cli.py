@@ -26,6 +26,7 @@ from pathlib import Path
 from autograder import __version__, progress, stages
 from autograder.batch import (
     BatchStats,
+    LocalPool,
     already_graded,
     find_submissions,
     grade_batch,
@@ -144,7 +145,12 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
     limits = _limits(course, args)
     stats = BatchStats()
     began = time.perf_counter()
+    scheduler = getattr(args, "scheduler", None)
     with contextlib.ExitStack() as stack:
+        # The worker template starts first: it warms up on one core while this process opens the
+        # gradebook (importing nbgrader) on the other.
+        pool = None if scheduler or len(done) == len(submissions) else \
+            stack.enter_context(LocalPool(getattr(args, "jobs", None), stats))
         gradebook = None
         if not getattr(args, "no_gradebook", False):
             from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
@@ -169,7 +175,6 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
                     write_student_files(report, reports, submission.student)
             previous.append(report.summary())
         todo = [submission for submission in submissions if submission not in done]
-        scheduler = getattr(args, "scheduler", None)
         if scheduler:
             from autograder.distributed import ClusterError, grade_batch_on_cluster
 
@@ -180,7 +185,7 @@ def _grade_class(course: Course, ps: str, submitted: Path, reports: Path, args: 
                 raise UsageError(str(error)) from error
         else:
             graded = grade_batch(source_path, todo, reports, limits=limits, seed=args.seed,
-                                 jobs=getattr(args, "jobs", None), progress=progress, stats=stats)
+                                 jobs=getattr(args, "jobs", None), progress=progress, stats=stats, pool=pool)
     by_student = {report.student: report for report in [*previous, *graded]}
     results = [by_student[submission.student] for submission in submissions]
     if not todo:  # grading writes it (the whole class, also when one student was graded)

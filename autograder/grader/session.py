@@ -51,9 +51,6 @@ def _bounded_error(error: messages.ErrorInfo | None) -> messages.ErrorInfo:
                               bounded(error.traceback, MAX_TRACEBACK_CHARS), error.not_implemented)
 
 
-_ALWAYS_SENDABLE = frozenset({float, bool, type(None)})
-
-
 def _payload_bytes(value: Any) -> int:
     """Roughly how many bytes of data ``value`` holds (arrays by their buffers)."""
     if isinstance(value, np.ndarray):
@@ -365,9 +362,7 @@ class WorkerSession:
                 f"it accepts at most {MAX_CALLBACK_ARGUMENT_BYTES // 2**20} MiB"))
         try:
             function = self._worker.channel.local_callable(message.handle)
-            value = function(*message.args, **message.kwargs)
-            if type(value) not in _ALWAYS_SENDABLE:  # find out now whether it can be sent, to say why not
-                wire.encode(value, self._worker.channel.register_callable)
-            return messages.Reply(ok=True, value=value)
+            # A value that cannot be sent is found out when the reply is encoded (Channel.answer).
+            return messages.Reply(ok=True, value=function(*message.args, **message.kwargs))
         except Exception as error:  # noqa: BLE001 - the student's call of the test's function failed
             return messages.Reply.failure(type(error).__name__, str(error)[:500])

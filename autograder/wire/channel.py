@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autograder.wire.codec import MAX_MESSAGE_BYTES, DeadlineExceeded, Handle, PeerGone, WireError, decode, encode
-from autograder.wire.messages import Message, Notice, Reply, parse
+from autograder.wire.messages import ErrorInfo, Message, Notice, Reply, parse
 
 _LENGTH = struct.Struct("<Q")
 _READ_SIZE = 1 << 16
@@ -58,6 +58,16 @@ class Channel:
         # A frame is [id, op, field, ...]: the message's id, then the message.
         payload = encode([message_id, *message.to_wire()], self.register_callable)
         self._sock.sendall(_LENGTH.pack(len(payload)) + payload)
+
+    def answer(self, reply: Reply, message_id: int) -> None:
+        """Send ``reply`` to request ``message_id``.  A value that cannot cross the wire (an
+        object, a generator, too large) goes as an ``UnsendableResult`` error instead, with what
+        was printed meanwhile: encoding once here is cheaper than checking before."""
+        try:
+            self.send(reply, message_id)
+        except WireError as problem:
+            self.send(Reply(ok=False, error=ErrorInfo("UnsendableResult", str(problem)), stdout=reply.stdout,
+                            stderr=reply.stderr, modified=reply.modified), message_id)
 
     def _recv_exact(self, n: int, deadline: float | None) -> bytes:
         # Reads go through a buffer: one recv usually brings a whole small message (its length
@@ -115,4 +125,4 @@ class Channel:
                 continue
             if self.serve is None:
                 raise WireError(f"unexpected request {incoming.op!r}")
-            self.send(self.serve(incoming), incoming_id)
+            self.answer(self.serve(incoming), incoming_id)

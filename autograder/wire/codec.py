@@ -69,68 +69,88 @@ def describe_type(value: Any) -> str:
     return f"{article} {type(value).__name__}"
 
 
+_TAGGED_F64 = struct.Struct("<cd")
+_TAGGED_I64 = struct.Struct("<cq")
+_TAGGED_U32 = struct.Struct("<cI")
+_TAGGED_U64 = struct.Struct("<cQ")
+_TAGGED_C128 = struct.Struct("<cdd")
+
+
 class _Encoder:
+    # On the path of every call and callback: one method call per value, and the size and item
+    # caps checked where they can grow (texts, bytes, arrays, containers), not on every number.
     def __init__(self, register_callable: Callable[[Callable[..., Any]], int] | None) -> None:
         self._out = bytearray()
         self._register = register_callable
-        self._items = 0
+        self._items = 1  # the top-level value
 
     def encode(self, value: Any, depth: int = 0) -> None:
-        if depth > MAX_DEPTH:
-            raise WireError(f"the value is nested more than {MAX_DEPTH} levels deep")
-        self._items += 1
-        if self._items > MAX_ITEMS:
-            raise WireError(f"the value has more than {MAX_ITEMS} items")
         out = self._out
         kind = type(value)
         if kind is float:
-            out += b"f" + _F64.pack(value)
+            out += _TAGGED_F64.pack(b"f", value)
         elif kind is str:
-            self._text(b"s", value)
+            raw = value.encode("utf-8", "surrogatepass")
+            out += _TAGGED_U32.pack(b"s", len(raw))
+            out += raw
+            self._check_size()
         elif value is None:
             out += b"N"
         elif kind is bool or kind is np.bool_:
             out += b"T" if value else b"F"
+        elif kind is list or kind is tuple or kind is dict:
+            self._container(value, kind, depth)
         elif isinstance(value, np.generic):
             self._array(np.asarray(value), b"g")
         elif kind is int:
             if -(2**63) <= value < 2**63:
-                out += b"i" + _I64.pack(value)
+                out += _TAGGED_I64.pack(b"i", value)
             else:
                 digits = str(value)
                 if len(digits) > MAX_INT_DIGITS:
                     raise WireError(f"an integer has more than {MAX_INT_DIGITS} digits")
-                self._text(b"I", digits)
+                out += _TAGGED_U32.pack(b"I", len(digits))
+                out += digits.encode("ascii")
         elif kind is complex:
-            out += b"c" + _C128.pack(value.real, value.imag)
+            out += _TAGGED_C128.pack(b"c", value.real, value.imag)
         elif kind is bytes:
-            out += b"b" + _U32.pack(len(value)) + value
-        elif kind is list or kind is tuple:
-            out += (b"l" if kind is list else b"t") + _U32.pack(len(value))
-            for item in value:
-                self.encode(item, depth + 1)
-        elif kind is dict:
-            out += b"d" + _U32.pack(len(value))
-            for key, item in value.items():
-                self.encode(key, depth + 1)
-                self.encode(item, depth + 1)
+            out += _TAGGED_U32.pack(b"b", len(value))
+            out += value
+            self._check_size()
         elif isinstance(value, np.ndarray):
             self._array(value, b"a")
         elif kind is Handle:
-            out += b"h" + _U64.pack(value.id)
+            out += _TAGGED_U64.pack(b"h", value.id)
         elif callable(value) and self._register is not None:
-            out += b"h" + _U64.pack(self._register(value))
+            out += _TAGGED_U64.pack(b"h", self._register(value))
         else:
             raise WireError(
                 f"{describe_type(value)} cannot be sent; only numbers, strings, "
                 "NumPy arrays and lists, tuples or dicts of these can"
             )
-        if len(out) > MAX_MESSAGE_BYTES:
-            raise WireError(f"the value is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
 
-    def _text(self, tag: bytes, text: str) -> None:
-        raw = text.encode("utf-8", "surrogatepass")
-        self._out += tag + _U32.pack(len(raw)) + raw
+    def _container(self, value: Any, kind: type, depth: int) -> None:
+        if depth > MAX_DEPTH or (value and depth >= MAX_DEPTH):  # the container, or its items, too deep
+            raise WireError(f"the value is nested more than {MAX_DEPTH} levels deep")
+        count = len(value)
+        self._items += 2 * count if kind is dict else count
+        if self._items > MAX_ITEMS:
+            raise WireError(f"the value has more than {MAX_ITEMS} items")
+        encode, inner = self.encode, depth + 1
+        if kind is dict:
+            self._out += _TAGGED_U32.pack(b"d", count)
+            for key, item in value.items():
+                encode(key, inner)
+                encode(item, inner)
+        else:
+            self._out += _TAGGED_U32.pack(b"l" if kind is list else b"t", count)
+            for item in value:
+                encode(item, inner)
+        self._check_size()
+
+    def _check_size(self) -> None:
+        if len(self._out) > MAX_MESSAGE_BYTES:
+            raise WireError(f"the value is larger than {MAX_MESSAGE_BYTES // 2**20} MiB")
 
     def _array(self, array: np.ndarray, tag: bytes) -> None:
         # A subclass of ndarray travels as its plain data; its methods stay behind.
@@ -150,6 +170,7 @@ class _Encoder:
             out += _U64.pack(dim)
         out += _U64.pack(array.nbytes)
         out += array.tobytes()
+        self._check_size()
 
     def result(self) -> bytes:
         return bytes(self._out)
@@ -162,7 +183,12 @@ def encode(value: Any, register_callable: Callable[[Callable[..., Any]], int] | 
     return encoder.result()
 
 
+_LENGTH_FIELD = struct.Struct("<I")
+
+
 class _Decoder:
+    # Every read is bounds-checked; the common values (numbers, short texts, small lists) are
+    # decoded without a method call of their own, since this is on the path of every call.
     def __init__(self, data: bytes, make_remote: Callable[[Handle], Any] | None) -> None:
         self._data = bytes(data)
         self._end = len(self._data)
@@ -192,22 +218,36 @@ class _Decoder:
         self._items += 1
         if self._items > MAX_ITEMS:
             raise WireError("a message has too many items")
-        if self._pos >= self._end:
+        pos, data = self._pos, self._data
+        if pos + 9 <= self._end:  # room for a tag and 8 bytes: the fixed-size values, read in place
+            tag = data[pos]
+            if tag == _TAG_FLOAT:
+                self._pos = pos + 9
+                return _F64.unpack_from(data, pos + 1)[0]
+            if tag == _TAG_INT:
+                self._pos = pos + 9
+                return _I64.unpack_from(data, pos + 1)[0]
+        elif pos >= self._end:
             raise WireError("a message ended early")
-        tag = self._data[self._pos]  # one byte, as an int
-        self._pos += 1
-        if tag == _TAG_FLOAT:
-            return self._unpack(_F64)[0]
+        tag = data[pos]  # one byte, as an int
+        self._pos = pos + 1
         if tag == _TAG_TEXT:
             return self._text()
-        if tag == _TAG_INT:
-            return self._unpack(_I64)[0]
         if tag == _TAG_NONE:
             return None
         if tag == _TAG_TRUE:
             return True
         if tag == _TAG_FALSE:
             return False
+        if tag == _TAG_FLOAT:
+            return self._unpack(_F64)[0]
+        if tag == _TAG_INT:
+            return self._unpack(_I64)[0]
+        if tag == _TAG_LIST or tag == _TAG_TUPLE:
+            (count,) = self._unpack(_U32)
+            decode, inner = self.decode, depth + 1
+            items = [decode(inner) for _ in range(count)]
+            return items if tag == _TAG_LIST else tuple(items)
         if tag == _TAG_DICT:
             (count,) = self._unpack(_U32)
             result = {}
@@ -219,10 +259,6 @@ class _Decoder:
                     raise WireError("a message has a dict key that is not hashable") from None
                 result[key] = self.decode(depth + 1)
             return result
-        if tag == _TAG_LIST or tag == _TAG_TUPLE:
-            (count,) = self._unpack(_U32)
-            items = [self.decode(depth + 1) for _ in range(count)]
-            return items if tag == _TAG_LIST else tuple(items)
         if tag == _TAG_BIG_INT:
             digits = self._text()
             if len(digits) > MAX_INT_DIGITS or not digits.lstrip("-").isdigit():
@@ -243,8 +279,14 @@ class _Decoder:
         raise WireError(f"a message has an unknown tag {bytes([tag])!r}")
 
     def _text(self) -> str:
-        (length,) = self._unpack(_U32)
-        return str(self._take(length), "utf-8", "surrogatepass")
+        start = self._pos + 4
+        if start > self._end:
+            raise WireError("a message ended early")
+        end = start + _LENGTH_FIELD.unpack_from(self._data, self._pos)[0]
+        if end > self._end:
+            raise WireError("a message ended early")
+        self._pos = end
+        return str(self._data[start:end], "utf-8", "surrogatepass")
 
     def _array(self) -> np.ndarray:
         (dtype_len,) = self._unpack(_U8)

@@ -17,7 +17,6 @@ one sends a ``callback`` request back to the grader, which runs the instructor's
 from __future__ import annotations
 
 import builtins
-import contextlib
 import inspect
 import io
 import linecache
@@ -197,15 +196,18 @@ class Runtime:
         stdout, stderr = _CappedText(self._output_cut), _CappedText(self._output_cut)
         self._modified: list[str] = []
         value, error = None, None
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                value = self._sendable(action())
-            except _Unsendable as problem:
-                error = messages.ErrorInfo("UnsendableResult", str(problem))
-            except BaseException as failure:  # noqa: BLE001 - report every student failure
-                if isinstance(failure, SystemExit):
-                    failure = RuntimeError(f"the code called exit({failure.code!r})")
-                error = _error_payload(failure)
+        # As contextlib.redirect_stdout does, without its objects: this is on every call's path.
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+        try:
+            value = action()
+        except BaseException as failure:  # noqa: BLE001 - report every student failure
+            if isinstance(failure, SystemExit):
+                failure = RuntimeError(f"the code called exit({failure.code!r})")
+            error = _error_payload(failure)
+        finally:
+            sys.stdout, sys.stderr = saved
+        # A value that cannot be sent is found out when the reply is encoded (Channel.answer).
         return messages.Reply(ok=error is None, value=value, error=error, stdout=stdout.getvalue(),
                               stderr=stderr.getvalue(), modified=self._modified)
 
@@ -214,15 +216,6 @@ class Runtime:
             self.channel.notify(messages.Notice("output-cut", MAX_CAPTURED_CHARS))
         except (OSError, wire.WireError):
             pass  # the grader is gone; nothing to tell
-
-    def _sendable(self, value: Any) -> Any:
-        if type(value) in _ALWAYS_SENDABLE:
-            return value
-        try:
-            wire.encode(value, self.channel.register_callable)
-        except wire.WireError as problem:
-            raise _Unsendable(str(problem)) from None
-        return value
 
     def _exec(self, source: str, label: str) -> None:
         if self._transformer is None:
@@ -283,13 +276,6 @@ class Runtime:
         raise _ERROR_TYPES.get(error.type, RuntimeError)(error.message)
 
 
-_ALWAYS_SENDABLE = frozenset({float, bool, type(None)})
-
-
-class _Unsendable(Exception):
-    pass
-
-
 def _arguments(args: Any, kwargs: Any) -> list[tuple[Any, Any]]:
     return [*enumerate(args), *kwargs.items()]
 
@@ -327,11 +313,7 @@ def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
             message, message_id = channel.receive()
         except wire.PeerGone:
             return
-        reply = runtime.handle(message)
-        try:
-            channel.send(reply, message_id)
-        except wire.WireError as problem:
-            channel.send(messages.Reply.failure("UnsendableResult", str(problem)), message_id)
+        channel.answer(runtime.handle(message), message_id)
         if isinstance(message, messages.Shutdown):
             sys.stdout.flush()
             return
