@@ -53,6 +53,8 @@ def _bounded_error(error: messages.ErrorInfo | None) -> messages.ErrorInfo:
 
 def _payload_bytes(value: Any) -> int:
     """Roughly how many bytes of data ``value`` holds (arrays by their buffers)."""
+    if type(value) is float:
+        return 8
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
     if isinstance(value, (list, tuple)):

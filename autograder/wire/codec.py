@@ -184,6 +184,7 @@ def encode(value: Any, register_callable: Callable[[Callable[..., Any]], int] | 
 
 
 _LENGTH_FIELD = struct.Struct("<I")
+_DTYPES: dict[bytes, np.dtype] = {}  # dtype names already checked, and their dtypes
 
 
 class _Decoder:
@@ -290,12 +291,17 @@ class _Decoder:
 
     def _array(self) -> np.ndarray:
         (dtype_len,) = self._unpack(_U8)
-        try:
-            dtype = np.dtype(bytes(self._take(dtype_len)).decode("ascii"))
-        except (TypeError, ValueError, UnicodeDecodeError):
-            raise WireError("a message has an array of unknown dtype") from None
-        if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.hasobject:
-            raise WireError(f"a message has an array of forbidden dtype {dtype}")
+        name = self._take(dtype_len)
+        dtype = _DTYPES.get(name)
+        if dtype is None:
+            try:
+                dtype = np.dtype(name.decode("ascii"))
+            except (TypeError, ValueError, UnicodeDecodeError):
+                raise WireError("a message has an array of unknown dtype") from None
+            if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.hasobject:
+                raise WireError(f"a message has an array of forbidden dtype {dtype}")
+            if len(_DTYPES) < 64:  # the few every problem set uses; a flood of odd ones is not kept
+                _DTYPES[name] = dtype
         (ndim,) = self._unpack(_U8)
         if ndim > 32:
             raise WireError("a message has an array with too many dimensions")

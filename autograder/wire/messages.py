@@ -159,6 +159,13 @@ class Reply(Message):
     def failure(cls, kind: str, message: str, **extra: Any) -> Reply:
         return cls(ok=False, error=ErrorInfo(kind, message, **extra))
 
+    def to_wire(self) -> list[Any]:
+        # Most replies are an ok and a value: built directly (the same list the general way makes).
+        if self.error is None and self.stdout == "" and self.stderr == "" and self.modified == [] \
+                and type(self.ok) is bool:
+            return ["reply", self.ok] if self.value is None else ["reply", self.ok, self.value]
+        return super().to_wire()
+
 
 @dataclass(frozen=True)
 class Notice(Message):
@@ -249,7 +256,11 @@ def _checker(annotation: Any) -> Callable[[Any], Any]:
     if origin is Union or origin is types.UnionType:  # Union[a, b] and a | b
         options = [(option, _checker(option)) for option in typing.get_args(annotation)]
 
+        optional = type(None) in typing.get_args(annotation)
+
         def one_of(value: Any) -> Any:
+            if value is None and optional:  # the common case, without trying the other options first
+                return None
             problems = []
             for option, check in options:
                 try:
