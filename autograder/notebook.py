@@ -9,6 +9,7 @@ so editing or deleting a test cell changes nothing.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -107,8 +108,10 @@ def strip_solution_markers(source: str) -> str:
     return "\n".join(line for line in lines if not (BEGIN_SOLUTION.match(line) or END_SOLUTION.match(line)))
 
 
+@functools.lru_cache(maxsize=1024)
 def split_hidden_tests(source: str) -> tuple[str, frozenset[int]]:
-    """The test source without hidden-test markers, and the (1-based) lines that are hidden."""
+    """The test source without hidden-test markers, and the (1-based) lines that are hidden
+    (worked out once per process: a batch splits the same test cells for every notebook)."""
     kept: list[str] = []
     hidden: set[int] = set()
     inside = False
