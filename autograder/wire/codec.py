@@ -136,17 +136,21 @@ class _Encoder:
         self._items += 2 * count if kind is dict else count
         if self._items > MAX_ITEMS:
             raise WireError(f"the value has more than {MAX_ITEMS} items")
-        encode, inner = self.encode, depth + 1
+        encode, inner, out = self.encode, depth + 1, self._out
         if kind is dict:
-            self._out += _TAGGED_U32.pack(b"d", count)
+            out += _TAGGED_U32.pack(b"d", count)
             for key, item in value.items():
                 encode(key, inner)
                 encode(item, inner)
         else:
-            self._out += _TAGGED_U32.pack(b"l" if kind is list else b"t", count)
+            out += _TAGGED_U32.pack(b"l" if kind is list else b"t", count)
             for item in value:
-                encode(item, inner)
-        self._check_size()
+                if type(item) is float:  # the commonest item, written here (as encode would)
+                    out += _TAGGED_F64.pack(b"f", item)
+                else:
+                    encode(item, inner)
+        if count:
+            self._check_size()
 
     def _check_size(self) -> None:
         if len(self._out) > MAX_MESSAGE_BYTES:
