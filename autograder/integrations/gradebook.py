@@ -28,7 +28,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,7 @@ class GradebookWriter:
         self.warnings: list[str] = []
         self._gradebook: Any = None
         self._pending: list[tuple[GradeReport, str]] = []  # recorded, not yet committed
+        self._new_rows = _NewRows()  # first submissions' rows, inserted at the next commit
         self._last_commit = time.monotonic()
         self._source = read_notebook(course.source_notebook(ps))
         self._tests = SourceNotebook.load(course.source_notebook(ps))
@@ -161,6 +162,7 @@ class GradebookWriter:
             cells = [*notebook.grade_cells, *notebook.solution_cells, *notebook.task_cells]
             self._cell_names = {cell.id: cell.name for cell in cells}
             self._students = {student.id for student in self._gradebook.students}
+            self._layout = _AssignmentLayout.of(self._gradebook, self.ps)
         except GradebookError:
             raise
         except Exception as error:  # noqa: BLE001 - any database failure becomes one sentence
@@ -187,11 +189,16 @@ class GradebookWriter:
         if not pending:
             return
         try:
+            self._new_rows.insert(self._gradebook.db)
             self._gradebook.db.commit()
         except Exception:  # noqa: BLE001 - any database failure: retry student by student
-            self._gradebook.db.rollback()
+            self._rollback()
             for report, student in pending:
                 self._record_alone(report, student)
+
+    def _rollback(self) -> None:
+        self._gradebook.db.rollback()
+        self._new_rows.clear()
 
     def _registered(self, gradebook_class: Any, missing: type[Exception]) -> bool:
         """Whether the gradebook knows this problem set's notebook and every graded cell, with
@@ -228,9 +235,9 @@ class GradebookWriter:
         if not self.batch:
             return self._record_alone(report, student)
         try:
-            self._record_rows(report, student)
+            self._record_rows(report, student, new_rows=self._new_rows)
         except Exception:  # noqa: BLE001 - the transaction is lost: record its students one by one
-            self._gradebook.db.rollback()
+            self._rollback()
             pending, self._pending = self._pending, []
             for earlier, name in pending:
                 self._record_alone(earlier, name)
@@ -246,7 +253,7 @@ class GradebookWriter:
             self._record_rows(report, student)
             self._gradebook.db.commit()
         except Exception as error:  # noqa: BLE001 - any database failure, for this student only
-            self._gradebook.db.rollback()  # so that the next student's rows can be written
+            self._rollback()  # so that the next student's rows can be written
             self.warnings.append(f"{student}: not recorded in the gradebook: {error}")
             return False
         return True
@@ -277,7 +284,14 @@ class GradebookWriter:
             submission.timestamp = timestamp
         return submission
 
-    def _record_rows(self, report: GradeReport, student: str) -> None:
+    def _record_rows(self, report: GradeReport, student: str, new_rows: _NewRows | None = None) -> None:
+        """The student's rows: with ``new_rows``, a first submission's rows are added there (and
+        inserted, many students at once, by :meth:`commit`); any other goes through nbgrader's
+        objects, which are several times slower to make and to flush."""
+        if new_rows is not None and student in self._students and student not in self._layout.submitted:
+            self._add_new_rows(report, student, new_rows)
+            return
+        self._new_rows.insert(self._gradebook.db)  # a student recorded twice finds the first rows
         gradebook = self._gradebook
         if student not in self._students:  # not on the roster when the gradebook was opened
             from nbgrader.api import Student
@@ -320,6 +334,52 @@ class GradebookWriter:
             manual_adjustment=raw_score - report.score,
             needs_manual_grade=any(grade.needs_manual_grade for grade in grades))
 
+    def _add_new_rows(self, report: GradeReport, student: str, rows: _NewRows) -> None:
+        """A first submission's rows, as :meth:`_submission` and :meth:`_record_rows` would make
+        them with nbgrader's objects: the same columns, the same values, the same final score."""
+        from nbgrader.api import new_uuid
+
+        layout = self._layout
+        timestamp = self._timestamp(report.submitted_at, student)
+        seconds_late = 0.0 if timestamp is None or layout.duedate is None else \
+            max(0.0, (timestamp - layout.duedate).total_seconds())
+        graded = report.status == "graded"
+        results = {test.id: test for test in report.tests}
+        submission_id = new_uuid()
+        rows.submissions.append({"id": submission_id, "assignment_id": layout.assignment_id, "student_id": student,
+                                 "timestamp": timestamp, "extension": None})
+        scores: list[float] = []
+        penalties: list[float] = []
+        needs_manual = False
+        for notebook_id, grade_cells, comment_cells in layout.notebooks:
+            ours = notebook_id == self._notebook_id
+            submitted_id = new_uuid()
+            score = 0.0
+            for cell_id in grade_cells:
+                result = results.get(self._cell_names.get(cell_id, "")) if ours else None
+                if result is None:  # a cell we do not grade: formgrader asks a person
+                    auto, manual = None, True
+                else:
+                    auto, manual = result.points, not graded or bool(report.notes)
+                rows.grades.append({"id": new_uuid(), "notebook_id": submitted_id, "cell_id": cell_id,
+                                    "auto_score": auto, "manual_score": None, "extra_credit": None,
+                                    "needs_manual_grade": manual})
+                score += auto or 0.0
+                scores.append(float(auto or 0.0))
+                needs_manual = needs_manual or manual
+            for cell_id in comment_cells:
+                rows.comments.append({"id": new_uuid(), "notebook_id": submitted_id, "cell_id": cell_id,
+                                      "auto_comment": self._comment(self._cell_names.get(cell_id), report) if ours else None,
+                                      "manual_comment": None})
+            penalty = self._late_penalty(student, score, seconds_late) if ours else None
+            penalties.append(float(penalty or 0.0))
+            rows.notebooks.append({"id": submitted_id, "assignment_id": submission_id, "notebook_id": notebook_id,
+                                   "flagged": False, "late_submission_penalty": penalty})
+        layout.submitted.add(student)
+        raw_score = math.fsum(scores)
+        report.final = FinalScore(raw_score=raw_score, late_penalty=math.fsum(penalties),
+                                  manual_adjustment=raw_score - report.score, needs_manual_grade=needs_manual)
+
     def _timestamp(self, text: str | None, student: str) -> Any:
         """The submission time of ``timestamp.txt`` (read with the hand-in, never by path here)."""
         from nbgrader.utils import parse_utc
@@ -355,6 +415,53 @@ class GradebookWriter:
         temporary.replace(target / f"{self.ps}.ipynb")
         if report.submitted_at:
             (target / TIMESTAMP_FILE).write_text(report.submitted_at[:200] + "\n", encoding="utf-8")
+
+
+@dataclass
+class _AssignmentLayout:
+    """What a first submission's rows need to know of the problem set in the gradebook."""
+
+    assignment_id: str
+    duedate: Any
+    notebooks: list[tuple[str, list[str], list[str]]]  # notebook id, its graded cells, its commented cells
+    submitted: set[str]  # the students who have a submission already
+
+    @classmethod
+    def of(cls, gradebook: Any, ps: str) -> _AssignmentLayout:
+        from nbgrader.api import SubmittedAssignment
+
+        assignment = gradebook.find_assignment(ps)
+        # In the order nbgrader's add_submission makes them: grade cells, solution cells, task cells.
+        notebooks = [(notebook.id, [cell.id for cell in [*notebook.grade_cells, *notebook.task_cells]],
+                      [cell.id for cell in [*notebook.solution_cells, *notebook.task_cells]])
+                     for notebook in assignment.notebooks]
+        query = gradebook.db.query(SubmittedAssignment.student_id).filter(
+            SubmittedAssignment.assignment_id == assignment.id)
+        return cls(assignment.id, assignment.duedate, notebooks, {student for (student,) in query})
+
+
+@dataclass
+class _NewRows:
+    """First submissions' rows, waiting for the commit: inserted table by table, many at once."""
+
+    submissions: list[dict[str, Any]] = field(default_factory=list)
+    notebooks: list[dict[str, Any]] = field(default_factory=list)
+    grades: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[dict[str, Any]] = field(default_factory=list)
+
+    def insert(self, session: Any) -> None:
+        """Insert them in the session's transaction (parents first), and forget them."""
+        from nbgrader.api import Comment, Grade, SubmittedAssignment, SubmittedNotebook
+        from sqlalchemy import insert
+
+        for model, rows in ((SubmittedAssignment, self.submissions), (SubmittedNotebook, self.notebooks),
+                            (Grade, self.grades), (Comment, self.comments)):
+            if rows:
+                session.execute(insert(model.__table__), rows)
+        self.clear()
+
+    def clear(self) -> None:
+        self.submissions, self.notebooks, self.grades, self.comments = [], [], [], []
 
 
 def _nbgrader_grade_score(grade: Any) -> float:
