@@ -85,6 +85,7 @@ def graded_class(tmp_path_factory):
 
     result = autograder("grade", PS, cwd=course)
     assert result.returncode == 3, result.stdout + result.stderr  # dee and fay cannot be graded
+    shutil.copy(course / "gradebook.db", course / "gradebook-as-graded.db")  # later tests change the gradebook
     reports = {path.stem: json.loads(path.read_text()) for path in (course / "reports" / PS).glob("*.json")}
     return course, reports, mistake
 
@@ -312,6 +313,53 @@ def test_every_output_shows_the_gradebooks_final_score(graded_class):
     assert f"{PS}-Copy1.ipynb was graded" in (folder / "hal.html").read_text()
     with Gradebook(url, "math-for-ml") as gradebook:  # and formgrader asks a person to look
         assert gradebook.find_submission(PS, "hal").needs_manual_grade
+
+
+def _rows_of(db_url: str) -> dict[str, tuple]:
+    """Every student's rows of PS, by cell name, without the rows' ids."""
+    from nbgrader.api import Gradebook
+
+    rows = {}
+    with Gradebook(db_url) as gradebook:
+        for submission in gradebook.assignment_submissions(PS):
+            notebooks = []
+            for notebook in submission.notebooks:
+                grades = sorted((grade.name, grade.auto_score, grade.manual_score, grade.extra_credit,
+                                 grade.needs_manual_grade) for grade in notebook.grades)
+                comments = sorted((comment.name, comment.auto_comment, comment.manual_comment)
+                                  for comment in notebook.comments)
+                notebooks.append((notebook.name, notebook.flagged, notebook.late_submission_penalty, grades, comments))
+            rows[submission.student.id] = (submission.timestamp, submission.extension, submission.score,
+                                           submission.needs_manual_grade, notebooks)
+    return rows
+
+
+def test_a_first_submissions_rows_are_those_nbgraders_objects_make(graded_class, tmp_path):
+    """``autograder grade`` inserts a first submission's rows many students at once, without
+    nbgrader's objects; recorded again through those objects (as a regrade or the service does),
+    every row, score, comment, flag and late penalty comes out the same."""
+    from autograder.batch import Submission
+    from autograder.course import Course
+    from autograder.integrations.gradebook import GradebookTarget, GradebookWriter
+    from autograder.report import GradeReport
+
+    course, reports, _ = graded_class
+    inserted = _rows_of(f"sqlite:///{course / 'gradebook-as-graded.db'}")
+    assert set(inserted) == set(reports) and inserted["cy"][4][0][2] == 20  # cy is late: all 20 points off
+    copy = tmp_path / "gradebook.db"
+    shutil.copy(course / "gradebook-as-graded.db", copy)
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{copy}") as gradebook:
+        for student in reports:
+            gradebook.remove_submission(PS, student)
+    target = GradebookTarget(f"sqlite:///{copy}", tmp_path / "autograded", "default_course")
+    with GradebookWriter(Course(course), PS, target, batch=False) as writer:
+        for student in sorted(reports):
+            report = GradeReport.read_json(course / "reports" / PS / f"{student}.json")
+            writer.record(report, Submission(student, PS, course / "submitted" / student / PS))
+    assert writer.warnings == []
+    assert _rows_of(f"sqlite:///{copy}") == inserted
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["commit-each", "one-transaction"])

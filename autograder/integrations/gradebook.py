@@ -133,6 +133,7 @@ class GradebookWriter:
         self._gradebook: Any = None
         self._pending: list[tuple[GradeReport, str]] = []  # recorded, not yet committed
         self._new_rows = _NewRows()  # first submissions' rows, inserted at the next commit
+        self._added_students: set[str] = set()  # students added in the open transaction
         self._last_commit = time.monotonic()
         self._source = read_notebook(course.source_notebook(ps))
         self._tests = SourceNotebook.load(course.source_notebook(ps))
@@ -191,14 +192,18 @@ class GradebookWriter:
         try:
             self._new_rows.insert(self._gradebook.db)
             self._gradebook.db.commit()
+            self._added_students.clear()
         except Exception:  # noqa: BLE001 - any database failure: retry student by student
             self._rollback()
             for report, student in pending:
                 self._record_alone(report, student)
 
     def _rollback(self) -> None:
+        """Undo the open transaction, the rows waiting for it and the students it added."""
         self._gradebook.db.rollback()
         self._new_rows.clear()
+        self._students -= self._added_students
+        self._added_students.clear()
 
     def _registered(self, gradebook_class: Any, missing: type[Exception]) -> bool:
         """Whether the gradebook knows this problem set's notebook and every graded cell, with
@@ -288,7 +293,7 @@ class GradebookWriter:
         """The student's rows: with ``new_rows``, a first submission's rows are added there (and
         inserted, many students at once, by :meth:`commit`); any other goes through nbgrader's
         objects, which are several times slower to make and to flush."""
-        if new_rows is not None and student in self._students and student not in self._layout.submitted:
+        if new_rows is not None and student not in self._layout.submitted:
             self._add_new_rows(report, student, new_rows)
             return
         self._new_rows.insert(self._gradebook.db)  # a student recorded twice finds the first rows
@@ -345,6 +350,11 @@ class GradebookWriter:
             max(0.0, (timestamp - layout.duedate).total_seconds())
         graded = report.status == "graded"
         results = {test.id: test for test in report.tests}
+        if student not in self._students:  # not on the roster: added, as nbgrader's autograde adds them
+            rows.students.append({"id": student, "first_name": None, "last_name": None, "email": None,
+                                  "lms_user_id": None})
+            self._students.add(student)
+            self._added_students.add(student)
         submission_id = new_uuid()
         rows.submissions.append({"id": submission_id, "assignment_id": layout.assignment_id, "student_id": student,
                                  "timestamp": timestamp, "extension": None})
@@ -444,6 +454,7 @@ class _AssignmentLayout:
 class _NewRows:
     """First submissions' rows, waiting for the commit: inserted table by table, many at once."""
 
+    students: list[dict[str, Any]] = field(default_factory=list)
     submissions: list[dict[str, Any]] = field(default_factory=list)
     notebooks: list[dict[str, Any]] = field(default_factory=list)
     grades: list[dict[str, Any]] = field(default_factory=list)
@@ -451,17 +462,17 @@ class _NewRows:
 
     def insert(self, session: Any) -> None:
         """Insert them in the session's transaction (parents first), and forget them."""
-        from nbgrader.api import Comment, Grade, SubmittedAssignment, SubmittedNotebook
+        from nbgrader.api import Comment, Grade, Student, SubmittedAssignment, SubmittedNotebook
         from sqlalchemy import insert
 
-        for model, rows in ((SubmittedAssignment, self.submissions), (SubmittedNotebook, self.notebooks),
+        for model, rows in ((Student, self.students), (SubmittedAssignment, self.submissions), (SubmittedNotebook, self.notebooks),
                             (Grade, self.grades), (Comment, self.comments)):
             if rows:
                 session.execute(insert(model.__table__), rows)
         self.clear()
 
     def clear(self) -> None:
-        self.submissions, self.notebooks, self.grades, self.comments = [], [], [], []
+        self.students, self.submissions, self.notebooks, self.grades, self.comments = [], [], [], [], []
 
 
 def _nbgrader_grade_score(grade: Any) -> float:
