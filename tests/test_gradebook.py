@@ -329,8 +329,10 @@ def _rows_of(db_url: str) -> dict[str, tuple]:
                 comments = sorted((comment.name, comment.auto_comment, comment.manual_comment)
                                   for comment in notebook.comments)
                 notebooks.append((notebook.name, notebook.flagged, notebook.late_submission_penalty, grades, comments))
-            rows[submission.student.id] = (submission.timestamp, submission.extension, submission.score,
-                                           submission.needs_manual_grade, notebooks)
+            student = submission.student
+            rows[student.id] = (submission.timestamp, submission.extension, submission.score,
+                                submission.needs_manual_grade, notebooks,
+                                (student.first_name, student.last_name, student.email, student.lms_user_id))
     return rows
 
 
@@ -351,8 +353,9 @@ def test_a_first_submissions_rows_are_those_nbgraders_objects_make(graded_class,
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{copy}") as gradebook:
-        for student in reports:
+        for student in reports:  # none was on the roster: autograde added them
             gradebook.remove_submission(PS, student)
+            gradebook.remove_student(student)
     target = GradebookTarget(f"sqlite:///{copy}", tmp_path / "autograded", "default_course")
     with GradebookWriter(Course(course), PS, target, batch=False) as writer:
         for student in sorted(reports):
