@@ -113,6 +113,28 @@ def test_magics_and_shell_commands_in_answers(tiny):
     assert any("Shell commands" in problem.message for problem in report.cell_problems)
 
 
+def test_only_plain_python_skips_ipythons_transformer():
+    """A cell that is plain Python is compiled as it is; every IPython-only form goes through
+    IPython's transformer, and so does a cell whose first lines are blank (IPython drops them,
+    and with them shifts the line numbers a traceback shows)."""
+    from autograder.worker.runtime import _plain_python
+
+    for ipython_only in ("%time x = 1\n", "%%time\nx = 1\n", "!ls\n", "x = !ls\n", "x = %who_ls\n", "np.sum?\n",
+                         ">>> x = 1\n", "In [1]: x = 1\n", "x = 1\n   ...: y = 2\n", "d = {\n    ...: 1}\n",
+                         "  x = 1\n", "\n\nx = 1\n", "/print 1\n", ""):
+        assert _plain_python(ipython_only, "<cell t>") is None, ipython_only
+    code = _plain_python("x = 1\ny = x % 2  # not a magic\n", "<cell t>")
+    namespace: dict = {}
+    exec(code, namespace)
+    assert namespace["y"] == 1
+
+
+def test_a_traceback_quotes_the_students_line_after_blank_lines(tiny):
+    report = grade(tiny, "blank-lines", {"double": "\n\ndef double(x):\n    return 2 * x\n\nundefined_name\n"})
+    [problem] = report.cell_problems
+    assert "undefined_name" in problem.message and "NameError" in problem.message
+
+
 def test_a_batch_with_broken_submissions_grades_the_rest(tiny, tmp_path):
     submitted = tmp_path / "submitted"
     good = submitted / "ada" / "tiny"

@@ -218,15 +218,18 @@ class Runtime:
             pass  # the grader is gone; nothing to tell
 
     def _exec(self, source: str, label: str) -> None:
-        if self._transformer is None:
-            from IPython.core.inputtransformer2 import TransformerManager
-
-            self._transformer = TransformerManager()
-        code = self._transformer.transform_cell(source)
         filename = f"{_CELL_PREFIX}{label}>"
+        compiled = _plain_python(source, filename)
+        if compiled is None:  # IPython syntax (a magic, !shell, obj?, a prompt): transform it first
+            if self._transformer is None:
+                from IPython.core.inputtransformer2 import TransformerManager
+
+                self._transformer = TransformerManager()
+            source = self._transformer.transform_cell(source)
+            compiled = compile(source, filename, "exec")
         # Register the source so tracebacks can quote the student's own lines.
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-        exec(compile(code, filename, "exec"), self.namespace)  # noqa: S102 - student code, in the worker
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compiled, self.namespace)  # noqa: S102 - student code, in the worker
         return None
 
     def _lookup(self, target: Any) -> Callable[..., Any]:
@@ -274,6 +277,30 @@ class Runtime:
             return reply.value
         error = reply.error or messages.ErrorInfo("RuntimeError", "the test's function failed")
         raise _ERROR_TYPES.get(error.type, RuntimeError)(error.message)
+
+
+def _plain_python(source: str, filename: str) -> types.CodeType | None:
+    """``source`` compiled, when it is plain Python that IPython's transformer would leave as it
+    is (most cells: transforming costs several times what compiling does); else None.  IPython's
+    escapes (``%magic``, ``!cmd``, ``x = !cmd``, ``obj?``, ``/f x``) are syntax errors to Python;
+    what is not (pasted prompts such as ``In [1]: x = 1``, an indented first line, leading blank
+    lines, which IPython drops, and so shifts the line numbers) goes the transformer's way, by the
+    transformer's own tests."""
+    if not source or source[0] in " \t\r\n\f":
+        return None
+    try:
+        from IPython.core.inputtransformer2 import classic_prompt, ipython_prompt
+
+        first, *rest = source.splitlines(keepends=True)[:2]
+        for prompts in (classic_prompt, ipython_prompt):
+            if prompts.initial_re.match(first) or (rest and prompts.prompt_re.match(rest[0])):
+                return None
+    except (ImportError, AttributeError):  # another IPython: let its transformer decide every cell
+        return None
+    try:
+        return compile(source, filename, "exec")
+    except (SyntaxError, ValueError):
+        return None
 
 
 def _arguments(args: Any, kwargs: Any) -> list[tuple[Any, Any]]:
