@@ -1,7 +1,9 @@
 """Our grades in nbgrader's gradebook, so nbgrader's own tools work on them.
 
 After a batch, every student's scores and comments are in the gradebook (through nbgrader's
-``Gradebook`` API, so any ``db_url`` nbgrader accepts works), and the graded notebook is in
+``Gradebook`` API and its tables, so any ``db_url`` nbgrader accepts works: a first submission's
+rows are inserted many students at a time, the rest through nbgrader's objects), and the graded
+notebook is in
 ``autograded/<student>/<ps>/<ps>.ipynb``.  ``nbgrader export``, formgrader's manual grading and
 ``nbgrader generate_feedback`` then work as if ``nbgrader autograde`` had run, with two
 differences that are on purpose:
