@@ -87,6 +87,16 @@ def _replace_synced(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------------------ tokens
 
 
+
+def new_token() -> str:
+    """A random token (24 bytes, URL-safe) that does not start with "-": one that did would read
+    as an option to the command line (`autograder submit --token -x...` fails)."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not token.startswith("-"):
+            return token
+
+
 class Tokens:
     """Who may submit (students) and who may read everything (instructors)."""
 
@@ -110,11 +120,11 @@ class Tokens:
             if not STUDENT_NAME.fullmatch(student):
                 raise AutograderError(f"{student!r} is not a student id the service accepts (letters, digits, . _ @ -).")
             data["students"] = {digest: who for digest, who in data["students"].items() if who != student}
-            token = secrets.token_urlsafe(24)
+            token = new_token()
             data["students"][_digest(token)] = student
             issued[student] = token
         if instructor:
-            token = secrets.token_urlsafe(24)
+            token = new_token()
             data["instructors"].append(_digest(token))
             issued["(instructor)"] = token
         self.path.parent.mkdir(parents=True, exist_ok=True)

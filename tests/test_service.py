@@ -288,3 +288,16 @@ def test_a_cooldown_refuses_a_quick_resubmission_with_the_time_it_opens(course):
     finally:
         service.close()
     assert cli("serve", "--cooldown", "-1", cwd=folder).returncode == 2
+
+
+def test_an_issued_token_never_reads_as_an_option(tmp_path, monkeypatch):
+    """A token that started with "-" would make `autograder submit --token TOKEN` fail with a
+    usage error (argparse reads it as an option): such a draw is thrown away."""
+    from autograder import service
+    from autograder.course import Course
+
+    drawn = iter(["-looks-like-an-option", "a-usable-token"])
+    monkeypatch.setattr(service.secrets, "token_urlsafe", lambda size: next(drawn))
+    issued = service.Tokens(Course(tmp_path)).issue(["ada"])
+    assert issued == {"ada": "a-usable-token"}
+    assert service.Tokens(Course(tmp_path)).who("a-usable-token")[0] == "ada"
