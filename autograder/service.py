@@ -87,7 +87,6 @@ def _replace_synced(path: Path, data: bytes) -> None:
 # ------------------------------------------------------------------------------ tokens
 
 
-
 def new_token() -> str:
     """A random token (24 bytes, URL-safe) that does not start with "-": one that did would read
     as an option to the command line (`autograder submit --token -x...` fails)."""

@@ -129,7 +129,7 @@ def test_only_plain_python_skips_ipythons_transformer():
     assert namespace["y"] == 1
 
 
-def test_a_traceback_quotes_the_students_line_after_blank_lines(tiny):
+def test_a_cell_that_starts_with_blank_lines_runs_and_reports_its_error(tiny):
     report = grade(tiny, "blank-lines", {"double": "\n\ndef double(x):\n    return 2 * x\n\nundefined_name\n"})
     [problem] = report.cell_problems
     assert "undefined_name" in problem.message and "NameError" in problem.message

@@ -242,7 +242,10 @@ class GradebookWriter:
         if not self.batch:
             return self._record_alone(report, student)
         try:
-            self._record_rows(report, student, new_rows=self._new_rows)
+            if student in self._layout.submitted:
+                self._record_rows(report, student)
+            else:  # a first submission: its rows wait for the commit, with other students'
+                self._add_new_rows(report, student)
         except Exception:  # noqa: BLE001 - the transaction is lost: record its students one by one
             self._rollback()
             pending, self._pending = self._pending, []
@@ -291,13 +294,9 @@ class GradebookWriter:
             submission.timestamp = timestamp
         return submission
 
-    def _record_rows(self, report: GradeReport, student: str, new_rows: _NewRows | None = None) -> None:
-        """The student's rows: with ``new_rows``, a first submission's rows are added there (and
-        inserted, many students at once, by :meth:`commit`); any other goes through nbgrader's
-        objects, which are several times slower to make and to flush."""
-        if new_rows is not None and student not in self._layout.submitted:
-            self._add_new_rows(report, student, new_rows)
-            return
+    def _record_rows(self, report: GradeReport, student: str) -> None:
+        """The student's rows through nbgrader's objects (several times slower to make and to
+        flush than :meth:`_add_new_rows`' inserts, and able to update rows that exist)."""
         self._new_rows.insert(self._gradebook.db)  # a student recorded twice finds the first rows
         gradebook = self._gradebook
         if student not in self._students:  # not on the roster when the gradebook was opened
@@ -341,12 +340,13 @@ class GradebookWriter:
             manual_adjustment=raw_score - report.score,
             needs_manual_grade=any(grade.needs_manual_grade for grade in grades))
 
-    def _add_new_rows(self, report: GradeReport, student: str, rows: _NewRows) -> None:
+    def _add_new_rows(self, report: GradeReport, student: str) -> None:
         """A first submission's rows, as :meth:`_submission` and :meth:`_record_rows` would make
-        them with nbgrader's objects: the same columns, the same values, the same final score."""
+        them with nbgrader's objects: the same columns, the same values, the same final score.
+        They are inserted, many students at once, by :meth:`commit`."""
         from nbgrader.api import new_uuid
 
-        layout = self._layout
+        layout, rows = self._layout, self._new_rows
         timestamp = self._timestamp(report.submitted_at, student)
         seconds_late = 0.0 if timestamp is None or layout.duedate is None else \
             max(0.0, (timestamp - layout.duedate).total_seconds())

@@ -187,13 +187,12 @@ def encode(value: Any, register_callable: Callable[[Callable[..., Any]], int] | 
     return encoder.result()
 
 
-_LENGTH_FIELD = struct.Struct("<I")
 _DTYPES: dict[bytes, np.dtype] = {}  # dtype names already checked, and their dtypes
 
 
 class _Decoder:
-    # Every read is bounds-checked; the common values (numbers, short texts, small lists) are
-    # decoded without a method call of their own, since this is on the path of every call.
+    # Every read is bounds-checked; numbers, the commonest values, are read in place, since this
+    # is on the path of every call.
     def __init__(self, data: bytes, make_remote: Callable[[Handle], Any] | None) -> None:
         self._data = bytes(data)
         self._end = len(self._data)
@@ -223,18 +222,15 @@ class _Decoder:
         self._items += 1
         if self._items > MAX_ITEMS:
             raise WireError("a message has too many items")
-        pos, data = self._pos, self._data
-        if pos + 9 <= self._end:  # room for a tag and 8 bytes: the fixed-size values, read in place
-            tag = data[pos]
-            if tag == _TAG_FLOAT:
-                self._pos = pos + 9
-                return _F64.unpack_from(data, pos + 1)[0]
-            if tag == _TAG_INT:
-                self._pos = pos + 9
-                return _I64.unpack_from(data, pos + 1)[0]
-        elif pos >= self._end:
+        pos = self._pos
+        if pos >= self._end:
             raise WireError("a message ended early")
-        tag = data[pos]  # one byte, as an int
+        tag = self._data[pos]  # one byte, as an int
+        if tag == _TAG_FLOAT or tag == _TAG_INT:  # the commonest values: read in place
+            if pos + 9 > self._end:
+                raise WireError("a message ended early")
+            self._pos = pos + 9
+            return (_F64 if tag == _TAG_FLOAT else _I64).unpack_from(self._data, pos + 1)[0]
         self._pos = pos + 1
         if tag == _TAG_TEXT:
             return self._text()
@@ -244,10 +240,6 @@ class _Decoder:
             return True
         if tag == _TAG_FALSE:
             return False
-        if tag == _TAG_FLOAT:
-            return self._unpack(_F64)[0]
-        if tag == _TAG_INT:
-            return self._unpack(_I64)[0]
         if tag == _TAG_LIST or tag == _TAG_TUPLE:
             (count,) = self._unpack(_U32)
             decode, inner = self.decode, depth + 1
@@ -284,14 +276,8 @@ class _Decoder:
         raise WireError(f"a message has an unknown tag {bytes([tag])!r}")
 
     def _text(self) -> str:
-        start = self._pos + 4
-        if start > self._end:
-            raise WireError("a message ended early")
-        end = start + _LENGTH_FIELD.unpack_from(self._data, self._pos)[0]
-        if end > self._end:
-            raise WireError("a message ended early")
-        self._pos = end
-        return str(self._data[start:end], "utf-8", "surrogatepass")
+        (length,) = self._unpack(_U32)
+        return str(self._take(length), "utf-8", "surrogatepass")
 
     def _array(self) -> np.ndarray:
         (dtype_len,) = self._unpack(_U8)

@@ -255,8 +255,7 @@ def _checker(annotation: Any) -> Callable[[Any], Any]:
     origin = typing.get_origin(annotation)
     if origin is Union or origin is types.UnionType:  # Union[a, b] and a | b
         options = [(option, _checker(option)) for option in typing.get_args(annotation)]
-
-        optional = type(None) in typing.get_args(annotation)
+        optional = any(option is type(None) for option, _ in options)
 
         def one_of(value: Any) -> Any:
             if value is None and optional:  # the common case, without trying the other options first
