@@ -171,15 +171,28 @@ def ensure_system_tools() -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def check_gates() -> list[int]:
+    """Lint and types (seconds): each gate's exit code, every failure reported."""
+    gates = [("lint (ruff)", [str(BIN / "ruff"), "check", "."]),
+             ("types (mypy)", [str(BIN / "python"), "-m", "mypy"])]
+    codes = []
+    for name, gate in gates:
+        print(f"Checking {name} ...", flush=True)
+        codes.append(subprocess.call(gate, cwd=ROOT))
+    return codes
+
+
 def main(argv: list[str]) -> int:
     command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command not in ("demo", "test", "shell"):
         print(__doc__)
         return 2
-    # npm and TypeScript work on the extension while pip installs the environment.
+    # npm and TypeScript work on the extension while the environment is installed and, for the
+    # tests, while the gates (which need only the environment) check the code.
     with ThreadPoolExecutor(1) as background:
         compiling = background.submit(compile_lab_sources)
         ensure_environment()
+        codes = check_gates() if command == "test" else []
         compiling.result()  # raises what the build raised
     ensure_lab_extension()
     if command == "shell":
@@ -192,13 +205,6 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "autograder"), "demo", *rest], cwd=ROOT)
     ensure_system_tools()
     ensure_hub_proxy()
-    # The gates first (seconds), then the suite; every failure is reported, the first code returned.
-    gates = [("lint (ruff)", [str(BIN / "ruff"), "check", "."]),
-             ("types (mypy)", [str(BIN / "python"), "-m", "mypy"])]
-    codes = []
-    for name, gate in gates:
-        print(f"Checking {name} ...", flush=True)
-        codes.append(subprocess.call(gate, cwd=ROOT))
     # Two test processes per machine (pytest-xdist), each test file in one of them, so that a
     # file's shared fixtures (a graded class, the otter pipelines) are built once.
     parallel = [] if any(arg.startswith("-n") or arg == "-p" for arg in rest) else [
