@@ -18,7 +18,7 @@ import functools
 import hashlib
 import secrets
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
@@ -268,6 +268,15 @@ def check_finite(actual: Any, *, what: str = "your result") -> None:
         )
 
 
+# A check's known mistakes: "name: hint" -> the value it gives, or a function that returns that mapping.
+Mistakes = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
+def _mistakes(mistakes: Mistakes | None) -> Mapping[str, Any] | None:
+    """A check's ``mistakes``: the mapping itself, or what the function that stands for it returns."""
+    return mistakes() if callable(mistakes) else mistakes
+
+
 def check_close(
     actual: Any,
     expected: Any,
@@ -276,7 +285,7 @@ def check_close(
     rtol: float = 1e-6,
     atol: float = 1e-9,
     hint: str | None = None,
-    mistakes: Mapping[str, Any] | None = None,
+    mistakes: Mistakes | None = None,
     sample_size: int | None = None,
 ) -> None:
     """``actual`` equals ``expected`` elementwise within ``atol + rtol * |expected|``.
@@ -284,12 +293,13 @@ def check_close(
     On failure the message names the mistake that explains the student's numbers, when one
     does (see :mod:`autograder.diagnoses`): a generic one (a factor of 2, a sign, a transpose,
     n versus n - 1 when ``sample_size`` is given, ...) or one of ``mistakes``, which maps
-    ``"name: hint"`` to the value that mistake would produce.  ``hint``, when given, is appended
-    to every failure message.
+    ``"name: hint"`` to the value that mistake would produce (or is a function of no arguments
+    that returns that mapping, called only for a wrong answer: for mistakes that cost more to
+    compute than the check).  ``hint``, when given, is appended to every failure message.
     """
     expected_array = np.asarray(expected, dtype=float)
     array = _as_numeric_array(actual, what)
-    diagnosis = diagnose(array, expected_array, known=mistakes, rtol=rtol, atol=atol,
+    diagnosis = diagnose(array, expected_array, known=_mistakes(mistakes), rtol=rtol, atol=atol,
                          sample_size=sample_size) if not _close_enough(array, expected_array, rtol, atol) else None
     if array.shape != expected_array.shape:
         _fail(f"{what} has shape {array.shape}; expected shape {expected_array.shape}.", diagnosis, hint)
@@ -352,7 +362,7 @@ def _numerical_gradient(f: Any, x: np.ndarray, h: float) -> np.ndarray:
 
 
 def check_gradient(gradient: Any, f: Any, x: Any, *, what: str = "your gradient", h: float = 1e-6,
-                   rtol: float = 1e-4, atol: float = 1e-6, mistakes: Mapping[str, Any] | None = None) -> None:
+                   rtol: float = 1e-4, atol: float = 1e-6, mistakes: Mistakes | None = None) -> None:
     """``gradient`` is the gradient of the scalar function ``f`` at ``x``, compared with central
     differences (so ``f`` must be smooth near ``x``)."""
     point = np.asarray(x, dtype=float)
@@ -688,7 +698,7 @@ def check_raises(expected: type[BaseException] | str, function: Any, *args: Any,
     _fail(f"{call} returned {_describe(value)}; expected it to raise {wanted}.", None, hint)
 def check_close_up_to_sign(actual: Any, expected: Any, *, vectors: str = "rows", what: str = "your vectors",
                            rtol: float = 1e-6, atol: float = 1e-9, hint: str | None = None,
-                           mistakes: Mapping[str, Any] | None = None) -> None:
+                           mistakes: Mistakes | None = None) -> None:
     """``actual`` equals ``expected`` up to the sign of each vector, as eigenvectors, singular
     vectors and principal components are only determined up to sign.
 
@@ -721,12 +731,14 @@ def check_close_up_to_sign(actual: Any, expected: Any, *, vectors: str = "rows",
         return value * np.where(dots < 0, -1.0, 1.0)
 
     aligned = pointing_like(array, reference)
-    known = None
-    if mistakes:
-        known = {}
-        for name, value in mistakes.items():
+
+    def known() -> dict[str, Any]:
+        aligned_mistakes = {}
+        for name, value in (_mistakes(mistakes) or {}).items():
             candidate = np.asarray(value)
-            known[name] = pointing_like(candidate, aligned) if candidate.dtype.kind in "biuf" else candidate
+            aligned_mistakes[name] = pointing_like(candidate, aligned) if candidate.dtype.kind in "biuf" else candidate
+        return aligned_mistakes
+
     check_close(aligned, reference, what=what, rtol=rtol, atol=atol, hint=hint, mistakes=known)
 def _binomial_tails(count: int, trials: int, probability: float) -> tuple[float, float]:
     """``P(X <= count)`` and ``P(X >= count)`` for ``X ~ Binomial(trials, probability)``."""
@@ -749,7 +761,7 @@ def _plausible(count: int, trials: int, probability: Any, false_failure: float) 
 
 
 def check_frequency(count: Any, trials: int, probability: Any, *, what: str = "your count",
-                    false_failure: float = 1e-6, mistakes: Mapping[str, Any] | None = None,
+                    false_failure: float = 1e-6, mistakes: Mistakes | None = None,
                     hint: str | None = None) -> None:
     """``count`` successes in ``trials`` independent trials is plausible when each trial succeeds
     with ``probability``: a number, or a pair ``(low, high)`` when only bounds are known.
@@ -780,7 +792,7 @@ def check_frequency(count: Any, trials: int, probability: Any, *, what: str = "y
     message = (f"{what} is {number} of {trials} ({100 * number / trials:.3g}%); the correct procedure gives "
                f"{expected}, and a count this far off happens by chance with probability below {false_failure:g}.")
     diagnosis, best = None, -np.inf
-    for description, alternative in (mistakes or {}).items():
+    for description, alternative in (_mistakes(mistakes) or {}).items():
         if not _plausible(number, trials, alternative, false_failure):
             continue
         # Among the plausible mistakes, the one under which this count is most likely.

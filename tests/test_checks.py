@@ -348,3 +348,25 @@ def test_check_frequency_names_the_mistake_that_fits_best():
     # 150 of 2000 is plausible under both rates (100 and 192 expected), and less far in the tail of 0.0962.
     assert "one-sided" in str(failure(checks.check_frequency, 150, 2000, 0.1934, mistakes=mistakes))
     assert "only at the end" in str(failure(checks.check_frequency, 105, 2000, 0.1934, mistakes=mistakes))
+
+
+def test_mistakes_given_as_a_function_are_computed_only_for_a_wrong_answer():
+    from autograder.checks import check_close_up_to_sign
+
+    calls = []
+
+    def mistakes(value):
+        def compute():
+            calls.append(value)
+            return {"the forward difference: use f(x+h) and f(x-h)": value}
+        return compute
+
+    checks.check_close(1.0, 1.0, mistakes=mistakes(2.0))
+    check_close_up_to_sign(-np.eye(2), np.eye(2), mistakes=mistakes(np.ones((2, 2))))
+    checks.check_frequency(50, 100, 0.5, mistakes=mistakes(0.9))
+    assert calls == []
+    assert "forward difference" in str(failure(checks.check_close, 2.0, 1.0, mistakes=mistakes(2.0)))
+    swapped = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert "forward difference" in str(failure(check_close_up_to_sign, -swapped, np.eye(2), mistakes=mistakes(swapped)))
+    assert "forward difference" in str(failure(checks.check_frequency, 90, 100, 0.5, mistakes=mistakes(0.9)))
+    assert len(calls) == 3
