@@ -65,8 +65,10 @@ def _installed_with_uv(requirement: str) -> bool:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     got_uv = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv"],
                             check=False, **quiet).returncode == 0
-    if got_uv and subprocess.run([python, "-m", "uv", "pip", "install", "--quiet", "--python", python,
-                                  "--editable", requirement], check=False).returncode == 0:
+    # Bytecode compiled now, as pip does: a process that cannot write it (the tests' unprivileged
+    # user, many processes starting at once) would otherwise compile every module it imports.
+    if got_uv and subprocess.run([python, "-m", "uv", "pip", "install", "--quiet", "--compile-bytecode",
+                                  "--python", python, "--editable", requirement], check=False).returncode == 0:
         return True
     print("Note: uv could not install the environment; pip does it instead (a few minutes).", flush=True)
     return False
