@@ -212,7 +212,26 @@ def _environment_like_this_one(requirements: list[str], target: Path, python: st
             else:  # a link would share its restrictive mode; a copy gets a readable one
                 shutil.copy2(source, destination)
                 destination.chmod(destination.stat().st_mode | 0o444)
+            _link_bytecode(source, destination)
     return True
+
+
+def _link_bytecode(source: Path, destination: Path) -> None:
+    """The compiled bytecode of a module, next to its copy: pip lists it among a distribution's
+    files, uv does not.  Without it a user who cannot write the folder (the unprivileged run)
+    compiles every module it imports, in every process."""
+    import importlib.util
+
+    if source.suffix != ".py":
+        return
+    cached = Path(importlib.util.cache_from_source(str(source)))
+    target = Path(importlib.util.cache_from_source(str(destination)))
+    if cached.is_file() and not target.exists():
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.link(cached, target)
+        except OSError:
+            shutil.copy2(cached, target)
 
 
 @pytest.fixture(scope="session")
