@@ -199,6 +199,8 @@ def _environment_like_this_one(requirements: list[str], target: Path, python: st
                 continue  # a file pip recorded but that is gone, or one outside the environment
             destination = (there_site / source.relative_to(here_site) if source.is_relative_to(here_site)
                            else target / source.relative_to(prefix))
+            if destination.exists():
+                continue  # bytecode that pip also lists, already linked with its module
             destination.parent.mkdir(parents=True, exist_ok=True)
             script = source.read_bytes() if source.parent == prefix / "bin" else b""
             if script.startswith(shebang):  # a console script: it must name the new environment's interpreter
