@@ -70,7 +70,7 @@ def _installed_with_uv(requirement: str) -> bool:
     if got_uv and subprocess.run([python, "-m", "uv", "pip", "install", "--quiet", "--compile-bytecode",
                                   "--python", python, "--editable", requirement], check=False).returncode == 0:
         return True
-    print("Note: uv could not install the environment; pip does it instead (a few minutes).", flush=True)
+    print("Note: uv could not install the environment; pip does it instead (a minute or two).", flush=True)
     return False
 
 
