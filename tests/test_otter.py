@@ -5,8 +5,11 @@ notebook and an autograder zip (running its own tests against the solutions), an
 grades three submissions made from otter's student notebook: the instructor's answers (full
 marks), the notebook untouched (nothing), and a catalogued mistake (loses its exercise).
 
-Each otter command starts Python and a kernel, so the pipelines of all problem sets run at once
-in one module fixture; the tests then read what they produced.
+Each otter command starts a kernel, so the pipelines of all problem sets run at once in one module
+fixture; the tests then read what they produced.  A problem set's otter commands run one after
+another in one Python process of their own (otter's own command line, `otter.cli`, given each
+command's arguments): importing otter costs more than a second, once per set rather than once
+per command.
 """
 
 from __future__ import annotations
@@ -74,24 +77,93 @@ class Pipeline:
 # Otter commands running at once: a few more than cores, as each waits for its kernel a while.
 SLOTS = threading.BoundedSemaphore(3 * (os.cpu_count() or 2))
 
+# Runs otter commands sent on stdin, one JSON line each ([folder, [argument, ...], log file]), one
+# after another (otter changes the working directory), each as `otter ARGUMENT...` would run it;
+# answers each with its exit code on a line.  What a command prints goes to its log file.
+_OTTER_COMMANDS = """
+import json, os, sys, traceback
+from otter.cli import cli
+answers = os.fdopen(os.dup(1), "w")
+for line in sys.stdin:
+    folder, arguments, log = json.loads(line)
+    sys.stdout.flush(); sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "wb") as output:
+        os.dup2(output.fileno(), 1); os.dup2(output.fileno(), 2)
+    try:
+        os.chdir(folder)
+        cli.main(arguments, prog_name="otter", standalone_mode=False)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush(); sys.stderr.flush()
+    os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+    os.close(saved[0]); os.close(saved[1])
+    answers.write(json.dumps(code) + "\\n"); answers.flush()
+"""
+
+
+class Otter:
+    """One Python process that runs a problem set's otter commands."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.tmp = folder / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(self.tmp), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self._process = subprocess.Popen([sys.executable, "-c", _OTTER_COMMANDS], cwd=folder, env=env, text=True,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.tmp.joinpath(
+                                             "otter-process.log").open("w"))
+        self._count = 0
+
+    def __call__(self, *arguments: object, cwd: Path) -> str:
+        """``otter ARGUMENTS...`` in ``cwd``: what it printed, or AssertionError when it failed."""
+        command = " ".join(map(str, ["otter", *arguments]))
+        for _ in range(3):
+            self._count += 1
+            log = self.tmp / f"command-{self._count}.log"
+            with SLOTS:
+                assert self._process.stdin is not None and self._process.stdout is not None
+                self._process.stdin.write(json.dumps([str(cwd), [str(part) for part in arguments], str(log)]) + "\n")
+                self._process.stdin.flush()
+                answer = self._process.stdout.readline()
+            output = log.read_text(errors="replace") if log.exists() else ""
+            if not answer:
+                raise AssertionError(f"{command}: the otter process ended "
+                                     f"({self.tmp.joinpath('otter-process.log').read_text(errors='replace')[-3000:]})")
+            code = json.loads(answer)
+            # jupyter_client picks a kernel's ports, frees them and lets the kernel bind them; a kernel
+            # another command starts meanwhile can take one (jupyter/jupyter_client#487). Otter does
+            # not retry, so the command runs again.
+            if code == 0 or "ZMQError: Address already in use" not in output:
+                break
+        if code != 0:
+            raise AssertionError(f"{command} failed ({code}):\n{output[-6000:]}")
+        return output
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
 
 def _run(command: list, cwd: Path, folder: Path) -> str:
     tmp = folder / "tmp"
     tmp.mkdir(exist_ok=True)
     env = {**os.environ, "TMPDIR": str(tmp), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for _ in range(3):
-        with SLOTS:
-            result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True,
-                                    text=True, timeout=900)
-        output = result.stdout + result.stderr
-        # jupyter_client picks a kernel's ports, frees them and lets the kernel bind them; a kernel
-        # another command starts meanwhile can take one (jupyter/jupyter_client#487). Otter does
-        # not retry, so the command runs again.
-        if result.returncode == 0 or "ZMQError: Address already in use" not in output:
-            break
+    result = subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=900)
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n{output[-6000:]}")
-    return output
+        raise AssertionError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+                             f"{(result.stdout + result.stderr)[-6000:]}")
+    return result.stdout + result.stderr
 
 
 def _write(notebook: Node, path: Path) -> Path:
@@ -102,12 +174,13 @@ def _write(notebook: Node, path: Path) -> Path:
 
 def _pipeline(course: Course, ps: str, folder: Path, untouched: bool = True) -> Pipeline:
     pipeline = Pipeline(course, ps, folder)
+    otter = Otter(folder)
     try:
         master = folder / "master" / f"{ps}.ipynb"
         _run([AUTOGRADER, "--course", course.root, "export", "otter", ps, "--out", master], cwd=ROOT, folder=folder)
         pipeline.master = master
         # -v makes otter assign say whether its tests against the solutions passed.
-        pipeline.assign_log = _run([OTTER, "assign", "-v", master.name, "dist"], cwd=master.parent, folder=folder)
+        pipeline.assign_log = otter("assign", "-v", master.name, "dist", cwd=master.parent)
         dist = master.parent / "dist"
         zips = sorted((dist / "autograder").glob(f"{ps}-autograder_*.zip"))
         assert len(zips) == 1, f"otter assign made {len(zips)} autograder zips"
@@ -128,18 +201,15 @@ def _pipeline(course: Course, ps: str, folder: Path, untouched: bool = True) -> 
             submissions["mistake"] = _write(mistake_notebook(student, source, pipeline.mistake),
                                             folder / "mistake" / f"{ps}.ipynb")
 
-        def grade(item: tuple[str, Path]) -> tuple[str, dict]:
-            name, notebook = item
+        for name, notebook in submissions.items():
             out = folder / f"results-{name}"
             out.mkdir()
-            _run([OTTER, "run", "--no-logo", "-a", pipeline.autograder_zip, "-o", out, notebook],
-                 cwd=notebook.parent, folder=folder)
-            return name, json.loads((out / "results.json").read_text(encoding="utf-8"))
-
-        with ThreadPoolExecutor(len(submissions)) as pool:
-            pipeline.results = dict(pool.map(grade, submissions.items()))
+            otter("run", "--no-logo", "-a", pipeline.autograder_zip, "-o", out, notebook, cwd=notebook.parent)
+            pipeline.results[name] = json.loads((out / "results.json").read_text(encoding="utf-8"))
     except Exception as error:  # noqa: BLE001 - reported by every test of this problem set
         pipeline.error = f"{type(error).__name__}: {error}"
+    finally:
+        otter.close()
     return pipeline
 
 
