@@ -98,8 +98,9 @@ def tiny_source_notebook() -> nbformat.NotebookNode:
 class TinySet:
     """A synthetic problem set on disk, and helpers to write submissions of it."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, launcher=None) -> None:
         self.folder = folder
+        self.launcher = launcher  # the suite's warm worker template, for grade_notebook
         self.notebook = tiny_source_notebook()
         self.path = folder / "tiny.ipynb"
         nbformat.write(self.notebook, self.path)
@@ -118,9 +119,19 @@ class TinySet:
         return path
 
 
+@pytest.fixture(scope="session")
+def warm_launcher():
+    """One warm worker template for the tests that grade a notebook at a time (starting one costs
+    0.6 s of CPU), as a batch shares one; tests of the template itself start their own."""
+    from autograder.grader.launcher import Launcher
+
+    with Launcher() as launcher:
+        yield launcher
+
+
 @pytest.fixture
-def tiny(tmp_path: Path) -> TinySet:
-    return TinySet(tmp_path)
+def tiny(tmp_path: Path, warm_launcher) -> TinySet:
+    return TinySet(tmp_path, warm_launcher)
 
 
 @pytest.fixture(scope="session")

@@ -373,12 +373,12 @@ def test_messages_for_attacks_are_sentences_a_student_understands(tiny, listener
     }
     for name, phrase in expected.items():
         path = tiny.submission(name.replace(" ", "-"), {"double": cases[name]})
-        report = grade_notebook(tiny.source, path, limits=tiny.limits)
+        report = grade_notebook(tiny.source, path, limits=tiny.limits, launcher=tiny.launcher)
         assert phrase in report.tests[0].message, (name, report.tests[0].message)
 
 
 def test_the_report_lists_the_protections_in_force(tiny):
-    report = grade_notebook(tiny.source, tiny.submission("solution"), limits=tiny.limits)
+    report = grade_notebook(tiny.source, tiny.submission("solution"), limits=tiny.limits, launcher=tiny.launcher)
     assert "resource limits" in report.protections
     if os.geteuid() == 0:
         assert {"no network", "unprivileged user"} <= set(report.protections)
@@ -399,7 +399,7 @@ def test_strict_mode_grades_where_every_protection_is_in_force(tiny):
     from autograder.worker.confine import ALL_PROTECTIONS
 
     report = grade_notebook(tiny.source, tiny.submission("solution"),
-                            limits=dataclasses.replace(tiny.limits, strict=True))
+                            limits=dataclasses.replace(tiny.limits, strict=True), launcher=tiny.launcher)
     if set(report.protections) >= set(ALL_PROTECTIONS):
         assert report.status == "graded" and report.score == 3
     else:
@@ -771,7 +771,7 @@ def test_the_class_seed_changes_with_the_hand_in_and_not_on_regrade():
 # ------------------------------------------------------------- points without the mathematics
 
 
-def _real_set_attack(ps: str, answers: dict[str, str], added_after: dict[str, str], folder: Path):
+def _real_set_attack(ps: str, answers: dict[str, str], added_after: dict[str, str], folder: Path, launcher):
     """The worked solution of ``ps`` with some answers replaced and cells added after answer cells."""
     import nbformat
 
@@ -789,7 +789,7 @@ def _real_set_attack(ps: str, answers: dict[str, str], added_after: dict[str, st
         notebook.cells.insert(position + 1, nbformat.v4.new_code_cell(code))
     path = folder / f"{ps}.ipynb"
     nbformat.write(nbformat.from_dict(notebook), path)
-    report = grade_notebook(course.source(ps), path, seed=0, limits=tiny_limits())
+    report = grade_notebook(course.source(ps), path, seed=0, limits=tiny_limits(), launcher=launcher)
     return {test.id: test for test in report.tests}
 
 
@@ -845,8 +845,9 @@ def sgd_linear_regression(X, y, lr, epochs, batch_size, seed):
     ("ps03_eigenvectors", {}, {"power_iteration": EIGEN_REDEFINED_LATER}, "test_power_iteration"),
     ("ps08_sgd", {"sgd_linear_regression": LEAST_SQUARES_WITH_A_STORY}, {}, "test_sgd_linear_regression"),
 ], ids=["eig through an alias", "eig in a later cell", "least squares with an invented loss curve"])
-def test_a_library_call_in_disguise_does_not_earn_the_exercise(ps, answers, added, test_id, tmp_path):
-    tests = _real_set_attack(ps, answers, added, tmp_path)
+def test_a_library_call_in_disguise_does_not_earn_the_exercise(ps, answers, added, test_id, tmp_path,
+                                                              warm_launcher):
+    tests = _real_set_attack(ps, answers, added, tmp_path, warm_launcher)
     assert tests[test_id].points == 0, tests[test_id]
     others = [test for test in tests.values() if test.id != test_id and test.status != PASSED]
     assert others == [] or ps == "ps03_eigenvectors", others  # top_k builds on power_iteration

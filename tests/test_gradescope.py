@@ -53,7 +53,7 @@ RESULTS_SCHEMA = {
 
 @pytest.mark.parametrize("answers, full", [(None, True), ({"double": "def double(x):\n    return -2 * x"}, False)])
 def test_results_json_validates_and_carries_the_verdicts(tiny, answers, full):
-    report = grade_notebook(tiny.source, tiny.submission("s", answers), limits=tiny.limits)
+    report = grade_notebook(tiny.source, tiny.submission("s", answers), limits=tiny.limits, launcher=tiny.launcher)
     results = gradescope_results(report)
     jsonschema.validate(results, RESULTS_SCHEMA)
     assert results["score"] == report.score
@@ -67,7 +67,7 @@ def test_results_json_validates_and_carries_the_verdicts(tiny, answers, full):
 def test_an_ungradable_notebook_still_gives_valid_results(tiny, tmp_path):
     broken = tmp_path / "broken.ipynb"
     broken.write_text("{]")
-    results = gradescope_results(grade_notebook(tiny.source, broken, limits=tiny.limits))
+    results = gradescope_results(grade_notebook(tiny.source, broken, limits=tiny.limits, launcher=tiny.launcher))
     jsonschema.validate(results, RESULTS_SCHEMA)
     assert results["score"] == 0 and "not valid JSON" in results["output"]
     assert json.loads(json.dumps(results)) == results

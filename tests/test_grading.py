@@ -12,7 +12,8 @@ WRONG_DOUBLE = "def double(x):\n    return 3 * x"
 
 
 def grade(tiny, name, answers=None, **kwargs):
-    return grade_notebook(tiny.source, tiny.submission(name, answers, **kwargs), seed=7, limits=tiny.limits)
+    return grade_notebook(tiny.source, tiny.submission(name, answers, **kwargs), seed=7, limits=tiny.limits,
+                         launcher=tiny.launcher)
 
 
 def statuses(report):
@@ -171,10 +172,10 @@ def test_check_not_using_reads_the_students_code_not_the_worker(tiny, tmp_path):
     source = SourceNotebook.load(tiny.path)
     helper = "import numpy as np\ndef helper(x):\n    return np.linalg.eigh(np.eye(2))[0][0] * 2 * x\n"
     uses = grade_notebook(source, tiny.submission("uses", {"double": helper + "def double(x):\n    return helper(x)"}),
-                          limits=tiny.limits)
+                          limits=tiny.limits, launcher=tiny.launcher)
     clean = grade_notebook(source, tiny.submission("clean", {"double": "def double(x):\n    return 2 * x\n"
                                                              "import numpy as np\ncheck = np.linalg.eig(np.eye(2))"}),
-                           limits=tiny.limits)
+                           limits=tiny.limits, launcher=tiny.launcher)
     assert {t.id: t.status for t in uses.tests}["test_no_eig"] == FAILED
     assert "uses linalg.eigh" in uses.tests[-1].message
     # Using np.linalg in the same cell but outside the function (to check an answer) is fine.
@@ -197,13 +198,13 @@ def test_a_function_that_changes_its_argument_in_place_fails_with_a_sentence(tin
     """Arguments are copied into the worker, so the grader cannot see a change in place by itself;
     the worker reports it, and the test fails unless it allows changes."""
     in_place = "import numpy as np\ndef double(x):\n    if isinstance(x, np.ndarray):\n        x *= 2\n        return x\n    return 2 * x\n"
-    report = grade_notebook(tiny.source, tiny.submission("in-place", {"double": in_place}), limits=tiny.limits)
+    report = grade_notebook(tiny.source, tiny.submission("in-place", {"double": in_place}), limits=tiny.limits, launcher=tiny.launcher)
     test = report.tests[0]
     assert test.status == FAILED and test.points == 0
     assert "double changed its argument `x` in place; work on a copy" in test.message
     honest = grade_notebook(tiny.source, tiny.submission("copy", {
         "double": "import numpy as np\ndef double(x):\n    x = np.array(x, dtype=float)\n    x *= 2\n    return x\n"}),
-        limits=tiny.limits)
+        limits=tiny.limits, launcher=tiny.launcher)
     assert honest.tests[0].status == PASSED
 
 
@@ -225,7 +226,7 @@ def test_a_test_may_allow_changes_in_place(tiny):
     tiny.notebook.cells[1].source += ", allow_in_place"
     nbformat.write(tiny.notebook, tiny.path)
     source = SourceNotebook.load(tiny.path)
-    report = grade_notebook(source, tiny.submission("grow"), limits=tiny.limits)
+    report = grade_notebook(source, tiny.submission("grow"), limits=tiny.limits, launcher=tiny.launcher)
     test = {test.id: test for test in report.tests}["test_grow"]
     # Allowed inside the block; outside it, appending to the list the test passed is a change.
     assert test.status == FAILED and "grow changed its argument `values` in place" in test.message

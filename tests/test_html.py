@@ -43,7 +43,7 @@ def browse(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProces
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory, warm_launcher):
     """Reports of a few ps05 submissions: the solution and several catalogued mistakes."""
     course = Course(ROOT)
     folder = tmp_path_factory.mktemp("html")
@@ -54,7 +54,7 @@ def graded(tmp_path_factory):
     for mistake in load_catalogue(course.catalogue(PS))[::6]:
         path = folder / f"{mistake.id}.ipynb"
         nbformat.write(mistake_notebook(release, source_nb, mistake), path)
-        report = grade_notebook(source, path, student=mistake.id, seed=3)
+        report = grade_notebook(source, path, student=mistake.id, seed=3, launcher=warm_launcher)
         reports.append(report)
     return folder, source_nb, reports
 
@@ -126,13 +126,13 @@ def test_failed_exercises_carry_messages_and_diagnoses_on_the_page(graded):
     assert "BEGIN HIDDEN TESTS" not in pages and "BEGIN SOLUTION" not in pages
 
 
-def test_a_wrong_error_curve_is_drawn_against_the_reference(tmp_path):
+def test_a_wrong_error_curve_is_drawn_against_the_reference(tmp_path, warm_launcher):
     course = Course(ROOT)
     mistake = next(m for m in load_catalogue(course.catalogue(PS)) if m.id == "errors-of-forward-difference")
     path = tmp_path / "curve.ipynb"
     nbformat.write(mistake_notebook(read_notebook(course.release_notebook(PS)),
                                     read_notebook(course.source_notebook(PS)), mistake), path)
-    report = grade_notebook(SourceNotebook.load(course.source_notebook(PS)), path, seed=1)
+    report = grade_notebook(SourceNotebook.load(course.source_notebook(PS)), path, seed=1, launcher=warm_launcher)
     result = next(test for test in report.tests if test.id == "test_difference_errors")
     assert result.status == "failed" and result.figures
     curves = result.figures[0]["curves"]

@@ -53,9 +53,10 @@ def test_the_settings_reach_the_worker(tiny):
     limits = dataclasses.replace(tiny.limits, memory_bytes=600 * 1024**2)
     # np.zeros maps zero pages lazily: quick when allowed, a MemoryError at once when not.
     hog = "import numpy as np\ndef double(x):\n    block = np.zeros(50 * 1024**2)\n    return 2 * x\n"
-    report = grade_notebook(tiny.source, tiny.submission("hog", {"double": hog}), limits=limits)
+    report = grade_notebook(tiny.source, tiny.submission("hog", {"double": hog}), limits=limits, launcher=tiny.launcher)
     assert report.tests[0].points == 0 and "MemoryError" in report.tests[0].message
-    report = grade_notebook(tiny.source, tiny.submission("hog", {"double": hog}), limits=tiny.limits)
+    report = grade_notebook(tiny.source, tiny.submission("hog", {"double": hog}), limits=tiny.limits,
+                            launcher=tiny.launcher)
     assert report.tests[0].points == 2
 
 
