@@ -377,6 +377,20 @@ def test_messages_for_attacks_are_sentences_a_student_understands(tiny, listener
         assert phrase in report.tests[0].message, (name, report.tests[0].message)
 
 
+def test_a_frame_whose_text_is_not_utf8_breaks_the_protocol_and_costs_only_that_exercise(tiny):
+    forged = ("import os, struct\n"
+              "def double(x):\n    body = b'l\\x01\\x00\\x00\\x00s\\x02\\x00\\x00\\x00\\xff\\xfe'\n"
+              "    for fd in range(3, 20):\n        try:\n"
+              "            os.write(fd, struct.pack('<Q', len(body)) + body)\n"
+              "        except OSError:\n            pass\n    return 2 * x\n")
+    report = grade_notebook(tiny.source, tiny.submission("not-utf8", {"double": forged}), limits=tiny.limits,
+                            launcher=tiny.launcher)
+    double, apply_twice = report.tests
+    assert double.status == "error" and "broke the grader's protocol (a message has a text that is not UTF-8)" \
+        in double.message, double
+    assert apply_twice.status == PASSED, apply_twice
+
+
 def test_the_report_lists_the_protections_in_force(tiny):
     report = grade_notebook(tiny.source, tiny.submission("solution"), limits=tiny.limits, launcher=tiny.launcher)
     assert "resource limits" in report.protections

@@ -2,6 +2,7 @@
 
 import pickle
 import struct
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,10 +86,41 @@ def test_pickle_bytes_are_not_unpickled():
     b"a\x03<f8\x01" + struct.pack("<QQ", 10, 8) + b"\x00" * 8,     # shape says 10, bytes say 1
     b"a\x03|O8\x01" + struct.pack("<QQ", 1, 8) + b"\x00" * 8,      # object dtype
     b"I\x03\x00\x00\x00abc",                                        # malformed integer
+    # Numbers and texts in a list are read in place, with the same checks:
+    b"l\x02\x00\x00\x00f" + struct.pack("<d", 1.0) + b"f\x00\x00",   # the second float cut short
+    b"t\x01\x00\x00\x00i\x00",                                      # an int cut short
+    b"l\x01\x00\x00\x00s\x05\x00\x00\x00ab",                       # a text cut short
+    b"l\x01\x00\x00\x00s\x02\x00\x00\x00\xff\xfe",                   # a text that is not UTF-8
+    b"l\x01\x00\x00\x00" * (wire.MAX_DEPTH + 1) + b"f" + struct.pack("<d", 1.0),  # a float too deep
+    b"l\x01\x00\x00\x00" * (wire.MAX_DEPTH + 1) + b"s\x00\x00\x00\x00",       # a text too deep
+    b"l" + struct.pack("<I", wire.MAX_ITEMS + 1) + (b"i" + struct.pack("<q", 7)) * (wire.MAX_ITEMS + 1),
 ])
 def test_malformed_bytes_raise_wire_error(data):
     with pytest.raises(wire.WireError):
         wire.decode(data)
+
+
+def test_lists_of_numbers_and_texts_decode_as_they_were():
+    values = [[1.5, -2, "x", "", 2**63 - 1, -(2**63), None, [0.25, "é"], (3, 4.0)], (1, "two", 3.0)]
+    for value in values:
+        assert wire.decode(wire.encode(value)) == value
+        assert type(wire.decode(wire.encode(value))) is type(value)
+    nested: Any = 1.0
+    for _ in range(wire.MAX_DEPTH):
+        nested = [nested]
+    assert wire.decode(wire.encode(nested)) == nested  # the deepest a float may be
+
+
+def test_a_callbacks_counted_size_is_at_most_sixteen_times_its_encoded_size():
+    """The grader counts the data a callback's arguments hold only when the message is large
+    enough to hold too much: sound only if the count never exceeds 16 bytes per encoded byte."""
+    from autograder.grader.session import _payload_bytes
+
+    values = [[None] * 1000, [True, False] * 500, [[]] * 1000, [""] * 1000, [()] * 1000, {i: None for i in range(500)},
+              {"": None}, [1.0] * 1000, [7] * 1000, [np.float64(1.0)] * 100, [1j] * 100, [b""] * 100,
+              [np.zeros(0)] * 100, np.zeros(1000), [10**30] * 100, [[None] * 10] * 100, [{}] * 100]
+    for value in values:
+        assert _payload_bytes(value) <= 16 * len(wire.encode(value)), value
 
 
 def test_depth_and_integer_size_are_capped():

@@ -357,7 +357,11 @@ class WorkerSession:
     def _serve_callback(self, message: messages.Message) -> messages.Reply:
         if not isinstance(message, messages.Callback) or self._worker is None:
             return messages.Reply.failure("ProtocolError", "unexpected request")
-        size = _payload_bytes(message.args) + _payload_bytes(message.kwargs)
+        # Counted only when the message could hold that much: what _payload_bytes counts is at
+        # most 16 times the encoded size (None, one byte, counts 8, and 8 more as a list's item).
+        size = 0
+        if 16 * self._worker.channel.received_bytes > MAX_CALLBACK_ARGUMENT_BYTES:
+            size = _payload_bytes(message.args) + _payload_bytes(message.kwargs)
         if size > MAX_CALLBACK_ARGUMENT_BYTES:
             return messages.Reply.failure("ValueError", (
                 f"the function the test passed in was called with {size / 2**20:.0f} MiB of arguments; "

@@ -10,7 +10,6 @@ a table for the lifetime of the channel.  Every received message is parsed and c
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
 import time
@@ -22,6 +21,8 @@ from autograder.wire.messages import ErrorInfo, Message, Notice, Reply, parse
 
 _LENGTH = struct.Struct("<Q")
 _READ_SIZE = 1 << 16
+_TIMEVAL = struct.Struct("@ll")  # struct timeval, for SO_RCVTIMEO
+_DEADLINE_SLACK = 0.01  # seconds a receive may wait past its deadline
 
 
 class Channel:
@@ -36,6 +37,8 @@ class Channel:
         self.make_remote: Callable[[Handle], Any] | None = None
         self.serve: Callable[[Message], Reply] | None = None
         self.notice: Callable[[Notice], None] | None = None
+        self.received_bytes = 0  # the size of the last message received
+        self._timeout, self._timeout_deadline = 0.0, -1.0  # the receive timeout set, and for which deadline
 
     # Handles ------------------------------------------------------------------------
     def register_callable(self, function: Callable[..., Any]) -> int:
@@ -69,35 +72,53 @@ class Channel:
             self.send(Reply(ok=False, error=ErrorInfo("UnsendableResult", str(problem)), stdout=reply.stdout,
                             stderr=reply.stderr, modified=reply.modified), message_id)
 
-    def _recv_exact(self, n: int, deadline: float | None) -> bytes:
+    def _fill(self, n: int, deadline: float | None) -> bytearray:
         # Reads go through a buffer: one recv usually brings a whole small message (its length
         # and its body), and whatever it brings beyond that stays for the next message.
         buffer = self._buffer
         while len(buffer) < n:
             if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded("no answer before the deadline")
-                ready, _, _ = select.select([self._sock], [], [], remaining)
-                if not ready:
-                    raise DeadlineExceeded("no answer before the deadline")
+                self._wait_at_most_until(deadline)
             try:
                 chunk = self._sock.recv(min(max(n - len(buffer), _READ_SIZE), 1 << 20))
+            except BlockingIOError:  # the receive timeout (SO_RCVTIMEO) ran out
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DeadlineExceeded("no answer before the deadline") from None
+                continue
             except (ConnectionError, OSError) as error:
                 raise PeerGone(str(error)) from None
             if not chunk:
                 raise PeerGone("the connection was closed")
             buffer += chunk
-        data = bytes(buffer[:n])
-        del buffer[:n]
-        return data
+        return buffer
+
+    def _wait_at_most_until(self, deadline: float) -> None:
+        """Make a blocking receive give up at ``deadline`` (at most _DEADLINE_SLACK later).
+
+        The socket's own receive timeout does it, with no select() before each receive (a
+        system call on every message); it is set again only for another deadline or once the
+        one set would end more than the slack after this deadline."""
+        now = time.monotonic()
+        remaining = deadline - now
+        if remaining <= 0:
+            raise DeadlineExceeded("no answer before the deadline")
+        if deadline != self._timeout_deadline or now + self._timeout > deadline + _DEADLINE_SLACK:
+            whole = int(remaining)
+            micro = max(int((remaining - whole) * 1e6), 1 if whole == 0 else 0)  # (0 would mean never)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(whole, micro))
+            self._timeout, self._timeout_deadline = remaining, deadline
 
     def receive(self, deadline: float | None = None) -> tuple[Message, int]:
         """The next message from the peer, checked, and its id."""
-        (length,) = _LENGTH.unpack(self._recv_exact(_LENGTH.size, deadline))
+        (length,) = _LENGTH.unpack_from(self._fill(_LENGTH.size, deadline))
         if length > MAX_MESSAGE_BYTES + 4096:
             raise WireError("a message is larger than the limit")
-        data = decode(self._recv_exact(length, deadline), self.make_remote)
+        end = _LENGTH.size + length
+        buffer = self._fill(end, deadline)
+        body = bytes(buffer[_LENGTH.size:end])
+        del buffer[:end]
+        self.received_bytes = length
+        data = decode(body, self.make_remote)
         if type(data) is not list or len(data) < 2 or type(data[0]) is not int:
             raise WireError("a message has no id")
         return parse(data[1:]), data[0]

@@ -145,8 +145,12 @@ class _Encoder:
         else:
             out += _TAGGED_U32.pack(b"l" if kind is list else b"t", count)
             for item in value:
-                if type(item) is float:  # the commonest item, written here (as encode would)
+                # The commonest items, written here (as encode would).
+                item_kind = type(item)
+                if item_kind is float:
                     out += _TAGGED_F64.pack(b"f", item)
+                elif item_kind is int and -(2**63) <= item < 2**63:
+                    out += _TAGGED_I64.pack(b"i", item)
                 else:
                     encode(item, inner)
         if count:
@@ -242,8 +246,7 @@ class _Decoder:
             return False
         if tag == _TAG_LIST or tag == _TAG_TUPLE:
             (count,) = self._unpack(_U32)
-            decode, inner = self.decode, depth + 1
-            items = [decode(inner) for _ in range(count)]
+            items = self._items_of(count, depth + 1)
             return items if tag == _TAG_LIST else tuple(items)
         if tag == _TAG_DICT:
             (count,) = self._unpack(_U32)
@@ -275,9 +278,43 @@ class _Decoder:
             return self._make_remote(handle) if self._make_remote else handle
         raise WireError(f"a message has an unknown tag {bytes([tag])!r}")
 
+    def _items_of(self, count: int, depth: int) -> list[Any]:
+        """The ``count`` items of a list or tuple at ``depth``: numbers and texts, the commonest,
+        read here (with the checks decode makes), anything else by decode."""
+        decode, items = self.decode, []
+        if depth > MAX_DEPTH:  # decode raises for the first item
+            for _ in range(count):
+                items.append(decode(depth))
+            return items
+        data, end, append = self._data, self._end, items.append
+        for _ in range(count):
+            pos = self._pos
+            tag = data[pos] if pos < end else -1
+            if tag == _TAG_FLOAT or tag == _TAG_INT or tag == _TAG_TEXT:
+                self._items += 1
+                if self._items > MAX_ITEMS:
+                    raise WireError("a message has too many items")
+                if pos + 9 > end and tag != _TAG_TEXT:
+                    raise WireError("a message ended early")
+                if tag == _TAG_FLOAT:
+                    self._pos = pos + 9
+                    append(_F64.unpack_from(data, pos + 1)[0])
+                elif tag == _TAG_INT:
+                    self._pos = pos + 9
+                    append(_I64.unpack_from(data, pos + 1)[0])
+                else:
+                    self._pos = pos + 1
+                    append(self._text())
+            else:
+                append(decode(depth))
+        return items
+
     def _text(self) -> str:
         (length,) = self._unpack(_U32)
-        return str(self._take(length), "utf-8", "surrogatepass")
+        try:
+            return str(self._take(length), "utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise WireError("a message has a text that is not UTF-8") from None
 
     def _array(self) -> np.ndarray:
         (dtype_len,) = self._unpack(_U8)

@@ -127,6 +127,9 @@ class Call(Message):
     args: list[Any]
     kwargs: dict[str, Any]
 
+    def to_wire(self) -> list[Any]:  # on every call's path: no field has a default
+        return ["call", self.target, self.args, self.kwargs]
+
 
 @dataclass(frozen=True)
 class Shutdown(Message):
@@ -139,6 +142,9 @@ class Callback(Message):
     handle: int
     args: list[Any]
     kwargs: dict[str, Any]
+
+    def to_wire(self) -> list[Any]:  # on every callback's path: no field has a default
+        return ["callback", self.handle, self.args, self.kwargs]
 
 
 @dataclass(frozen=True)
@@ -246,12 +252,16 @@ def _wrong(value: Any, annotation: Any) -> WireError:
                      "belongs")
 
 
+def _anything(value: Any) -> Any:
+    return value
+
+
 @functools.cache
 def _checker(annotation: Any) -> Callable[[Any], Any]:
     """A function that returns a value of the type ``annotation`` says (parsing nested messages)
     or raises WireError; made once per annotation, since checking is on every message's path."""
     if annotation is Any:
-        return lambda value: value
+        return _anything
     origin = typing.get_origin(annotation)
     if origin is Union or origin is types.UnionType:  # Union[a, b] and a | b
         options = [(option, _checker(option)) for option in typing.get_args(annotation)]
@@ -285,7 +295,8 @@ def _checker(annotation: Any) -> Callable[[Any], Any]:
 
         def list_of(value: Any) -> Any:
             if type(value) is list:
-                return [check_item(item) for item in value]
+                # Decoded data is a fresh list: items of any type are kept as they are.
+                return value if check_item is _anything else [check_item(item) for item in value]
             raise _wrong(value, annotation)
         return list_of
     if origin is dict:
@@ -293,6 +304,10 @@ def _checker(annotation: Any) -> Callable[[Any], Any]:
 
         def dict_of(value: Any) -> Any:
             if type(value) is dict:
+                if check_value is _anything:  # (arguments by name: only the names need checking)
+                    for key in value:
+                        check_key(key)
+                    return value
                 return {check_key(key): check_value(item) for key, item in value.items()}
             raise _wrong(value, annotation)
         return dict_of
@@ -335,3 +350,10 @@ def _build(kind: type[Message], data: list[Any]) -> Message:
         return kind(*values)
     except TypeError:
         raise WireError(f"a {kind.op} message lacks a field") from None
+
+
+# Every shape made now, at import: a worker imports this before any student code runs, and
+# making one later would call typing's functions, which student code can break in its process.
+for _kind in MESSAGES.values():
+    _shape(_kind)
+del _kind

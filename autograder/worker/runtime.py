@@ -329,8 +329,22 @@ def _parameter_names(function: Callable[..., Any], changed: list[Any], positiona
             for key in changed]
 
 
+def _keep_builtins() -> None:
+    """Student code can replace builtins in its own process (``builtins.isinstance = ...``);
+    the worker's own modules, those that speak the protocol, keep the ones they started with
+    (a module's globals come before the builtins), so that the worker still answers the grader
+    and only the student's own code sees the replacements."""
+    from autograder.wire import channel, codec
+
+    originals = {name: value for name, value in vars(builtins).items() if not name.startswith("__")}
+    for module in (sys.modules[__name__], channel, codec, messages):
+        for name, value in originals.items():
+            module.__dict__.setdefault(name, value)
+
+
 def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
     """Serve the grader's requests on the connected socket ``fd`` until told to stop."""
+    _keep_builtins()
     channel = wire.Channel(socket.socket(fileno=fd))
     runtime = Runtime(channel, protections)
     channel.make_remote = lambda handle: InstructorFunction(runtime, handle)
