@@ -195,3 +195,44 @@ def test_a_malformed_message_is_a_wire_error_with_a_sentence(data, problem):
 
     with pytest.raises(wire.WireError, match=problem):
         messages.parse(data)
+
+
+# ------------------------------------------------------------------------------- the channel
+
+
+@pytest.mark.parametrize("chatter", [False, True], ids=["a silent peer", "a peer that only sends notices"])
+def test_a_request_gives_up_at_its_deadline(chatter):
+    """The grader's deadline holds whether the worker sends nothing or keeps sending messages
+    that are not the reply; and a request does not give up before it."""
+    import socket
+    import threading
+    import time
+
+    from autograder.wire import Channel, DeadlineExceeded, messages
+
+    ours, theirs = socket.socketpair()
+    stop = threading.Event()
+
+    def peer() -> None:
+        peer_channel = Channel(theirs)
+        give_up = time.monotonic() + 5  # then hang up: a request that ignored its deadline fails, not hangs
+        while not stop.wait(0.01) and time.monotonic() < give_up:
+            if chatter:
+                peer_channel.notify(messages.Notice("output-cut", 1))
+        theirs.shutdown(socket.SHUT_RDWR)
+
+    thread = threading.Thread(target=peer)
+    thread.start()
+    try:
+        channel = Channel(ours)
+        for wait in (0.3, 0.2):  # a second deadline, shorter, on the same socket
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded):
+                channel.request(messages.Hello(), started + wait)
+            elapsed = time.monotonic() - started
+            assert wait <= elapsed < wait + 1.0, elapsed
+    finally:
+        stop.set()
+        thread.join()
+        ours.close()
+        theirs.close()

@@ -81,8 +81,10 @@ class Channel:
                 self._wait_at_most_until(deadline)
             try:
                 chunk = self._sock.recv(min(max(n - len(buffer), _READ_SIZE), 1 << 20))
-            except BlockingIOError:  # the receive timeout (SO_RCVTIMEO) ran out
-                if deadline is not None and time.monotonic() >= deadline:
+            except BlockingIOError as error:  # with a deadline: the receive timeout (SO_RCVTIMEO) ran out
+                if deadline is None:
+                    raise PeerGone(str(error)) from None
+                if time.monotonic() >= deadline:
                     raise DeadlineExceeded("no answer before the deadline") from None
                 continue
             except (ConnectionError, OSError) as error:
