@@ -114,9 +114,10 @@ class Otter:
         self.tmp = folder / "tmp"
         self.tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(self.tmp), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        self._process = subprocess.Popen([sys.executable, "-c", _OTTER_COMMANDS], cwd=folder, env=env, text=True,
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.tmp.joinpath(
-                                             "otter-process.log").open("w"))
+        self._log = self.tmp / "otter-process.log"  # what the process prints outside a command
+        with self._log.open("w") as log:
+            self._process = subprocess.Popen([sys.executable, "-c", _OTTER_COMMANDS], cwd=folder, env=env, text=True,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self._count = 0
 
     def __call__(self, *arguments: object, cwd: Path) -> str:
@@ -133,7 +134,7 @@ class Otter:
             output = log.read_text(errors="replace") if log.exists() else ""
             if not answer:
                 raise AssertionError(f"{command}: the otter process ended "
-                                     f"({self.tmp.joinpath('otter-process.log').read_text(errors='replace')[-3000:]})")
+                                     f"({self._log.read_text(errors='replace')[-3000:]})")
             code = json.loads(answer)
             # jupyter_client picks a kernel's ports, frees them and lets the kernel bind them; a kernel
             # another command starts meanwhile can take one (jupyter/jupyter_client#487). Otter does
@@ -152,6 +153,8 @@ class Otter:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
 
 
 def _run(command: list, cwd: Path, folder: Path) -> str:
