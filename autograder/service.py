@@ -394,46 +394,61 @@ class Service:
 
     # Grading ---------------------------------------------------------------------------
     def _grade_forever(self) -> None:
-        from autograder.grader.grading import grade_notebook
+        """A grader thread: grades what is queued until told to stop.  Nothing that goes wrong
+        with one submission, or with saving it, ends the thread (the others would wait forever);
+        a submission whose result could not be saved is graded again when the service restarts."""
         from autograder.grader.launcher import Launcher, share_a_core
-        from autograder.html import student_page
 
+        log = logging.getLogger("autograder")
         with contextlib.nullcontext(None) if self._cluster else Launcher() as launcher:
             if launcher is not None:  # this thread and its workers on a core of their own
-                launcher.start()
-                share_a_core(self._graders.index(threading.current_thread()), launcher)
-            while (sid := self._queue.get()) is not None:
-                meta = self.store.metas[sid]
                 try:
-                    if self._cluster is not None:
-                        hand_in = HandIn(f"{meta.ps}.ipynb", self.store.notebook(sid), meta.submitted_at)
-                        report = self._cluster.grade(self.course.source_notebook(meta.ps), hand_in,
-                                                     student=meta.student, ps=meta.ps, limits=self.course.limits(),
-                                                     seed=meta.seed)
-                    else:
-                        report = grade_notebook(self.course.source(meta.ps), self.store.notebook(sid),
-                                                notebook_name=f"{meta.ps}.ipynb", student=meta.student,
-                                                seed=meta.seed, limits=self.course.limits(), launcher=launcher)
-                    report.submitted_at = meta.submitted_at
-                    with self._record_lock:
-                        if self._counts(meta, report):
-                            self._record(meta, report)  # sets the final score (late penalty, hand grades)
-                    self.store.save_result(sid, report.to_dict(), student_page(report))
+                    launcher.start()
+                    share_a_core(self._graders.index(threading.current_thread()), launcher)
+                except Exception:  # noqa: BLE001 - grading starts the template again, or says why not
+                    log.exception("the grader's worker template did not start; it is started again per submission")
+            while (sid := self._queue.get()) is not None:
+                try:
+                    self._grade_one(sid, launcher)
                 except Exception:  # noqa: BLE001 - one submission never stops the service
-                    logging.getLogger("autograder").exception("grading submission %s failed", sid)
-                    self._save_fault(sid, meta)
+                    log.exception("grading submission %s failed", sid)
+                    self._save_fault(sid)
 
-    def _save_fault(self, sid: str, meta: Meta) -> None:
+    def _grade_one(self, sid: str, launcher: Any) -> None:
+        from autograder.grader.grading import grade_notebook
+        from autograder.html import student_page
+
+        meta = self.store.metas[sid]
+        if self._cluster is not None:
+            hand_in = HandIn(f"{meta.ps}.ipynb", self.store.notebook(sid), meta.submitted_at)
+            report = self._cluster.grade(self.course.source_notebook(meta.ps), hand_in,
+                                         student=meta.student, ps=meta.ps, limits=self.course.limits(),
+                                         seed=meta.seed)
+        else:
+            report = grade_notebook(self.course.source(meta.ps), self.store.notebook(sid),
+                                    notebook_name=f"{meta.ps}.ipynb", student=meta.student,
+                                    seed=meta.seed, limits=self.course.limits(), launcher=launcher)
+        report.submitted_at = meta.submitted_at
+        with self._record_lock:
+            if self._counts(meta, report):
+                self._record(meta, report)  # sets the final score (late penalty, hand grades)
+        self.store.save_result(sid, report.to_dict(), student_page(report))
+
+    def _save_fault(self, sid: str) -> None:
         from autograder.batch import GRADER_FAULT
         from autograder.grader.grading import not_graded
         from autograder.html import student_page
 
         try:
+            meta = self.store.metas[sid]
             report = not_graded(self.course.source(meta.ps), GRADER_FAULT, notebook=f"{meta.ps}.ipynb",
                                 student=meta.student, seed=meta.seed)
             self.store.save_result(sid, report.to_dict(), student_page(report))
         except Exception:  # noqa: BLE001 - even the problem set cannot be read: say so plainly
-            self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
+            try:
+                self.store.save_result(sid, {"status": "error", "error": GRADER_FAULT, "tests": []}, "")
+            except Exception:  # noqa: BLE001 - nor can anything be saved (a full disk): the log says it
+                logging.getLogger("autograder").exception("the result of submission %s could not be saved", sid)
 
     def _counts(self, meta: Meta, report: Any) -> bool:
         """Whether this graded submission becomes the one the gradebook holds: always under

@@ -301,3 +301,37 @@ def test_an_issued_token_never_reads_as_an_option(tmp_path, monkeypatch):
     issued = service.Tokens(Course(tmp_path)).issue(["ada"])
     assert issued == {"ada": "a-usable-token"}
     assert service.Tokens(Course(tmp_path)).who("a-usable-token")[0] == "ada"
+
+
+def test_a_result_that_cannot_be_saved_stops_neither_the_grader_nor_the_next_submission(course, monkeypatch):
+    """A full disk when one result is saved (and again when the fault is saved instead) is
+    logged; the grader thread goes on with the next submission, and the first is graded again
+    when the service restarts."""
+    from autograder.course import Course
+    from autograder.service import Service as Grading
+
+    folder, tokens, _ = course
+    solved = (folder.parent / f"{PS}.ipynb").read_bytes()
+    service = Grading(Course(folder), jobs=1)  # one grader thread: were it to end, nothing more is graded
+    try:
+        save = service.store.save_result
+
+        def disk_full(sid, report, page):
+            if service.store.metas[sid].student == "ada":  # ada's results cannot be saved
+                raise OSError(28, "No space left on device")
+            return save(sid, report, page)
+
+        monkeypatch.setattr(service.store, "save_result", disk_full)
+        first = service.submit(tokens["ada"], PS, solved)
+        second = service.submit(tokens["bob"], PS, solved)
+        assert _graded_in_process(service, second.id, patience=120)["score"] == 20
+        assert service.store.result(first.id) is None
+        assert first.id in service.store.pending()
+    finally:
+        service.close()
+    monkeypatch.undo()
+    service = Grading(Course(folder), jobs=1)
+    try:
+        assert _graded_in_process(service, first.id, patience=120)["score"] == 20
+    finally:
+        service.close()
