@@ -290,23 +290,20 @@ class _Decoder:
         for _ in range(count):
             pos = self._pos
             tag = data[pos] if pos < end else -1
-            if tag == _TAG_FLOAT or tag == _TAG_INT or tag == _TAG_TEXT:
-                self._items += 1
-                if self._items > MAX_ITEMS:
-                    raise WireError("a message has too many items")
-                if pos + 9 > end and tag != _TAG_TEXT:
-                    raise WireError("a message ended early")
-                if tag == _TAG_FLOAT:
-                    self._pos = pos + 9
-                    append(_F64.unpack_from(data, pos + 1)[0])
-                elif tag == _TAG_INT:
-                    self._pos = pos + 9
-                    append(_I64.unpack_from(data, pos + 1)[0])
-                else:
-                    self._pos = pos + 1
-                    append(self._text())
-            else:
+            if tag != _TAG_FLOAT and tag != _TAG_INT and tag != _TAG_TEXT:
                 append(decode(depth))
+                continue
+            self._items += 1
+            if self._items > MAX_ITEMS:
+                raise WireError("a message has too many items")
+            if tag == _TAG_TEXT:
+                self._pos = pos + 1
+                append(self._text())
+            elif pos + 9 > end:
+                raise WireError("a message ended early")
+            else:
+                self._pos = pos + 9
+                append((_F64 if tag == _TAG_FLOAT else _I64).unpack_from(data, pos + 1)[0])
         return items
 
     def _text(self) -> str:
