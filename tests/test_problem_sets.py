@@ -2,11 +2,15 @@
 named, every correct alternative gets full marks.
 
 Each set's notebooks are graded once, in one batch on warm worker templates (the audit's own
-machinery); the tests then read the reports. `autograder audit` proves the tests further."""
+machinery); the tests then read the reports. A catalogued mistake is graded with only the test cells
+it is said to lose (the others left empty): those are the tests its assertions read.
+`autograder audit` grades every mistake against every test, at many seeds."""
 
 from __future__ import annotations
 
 import ast
+import copy
+import dataclasses
 import functools
 import hashlib
 from pathlib import Path
@@ -18,7 +22,7 @@ from autograder.audit import DEFAULT_MUTANT_SEEDS, MUTANT_LIMITS, Job, grade_job
 from autograder.catalogue import load_alternatives, load_catalogue, mistake_notebook, solution_answers, with_answers
 from autograder.course import Course
 from autograder.mutants import Mutant, mutants_of
-from autograder.notebook import SourceNotebook, read_notebook
+from autograder.notebook import SourceNotebook, grade_id, read_notebook
 from autograder.report import PASSED, GradeReport
 from autograder.settings import Limits
 
@@ -54,24 +58,42 @@ def graded(ps: str) -> dict[tuple[Any, ...], GradeReport | str]:
     jobs = [Job(("solution", seed), with_answers(release, answers), "full", seed) for seed in SOLUTION_SEEDS]
     jobs.append(Job(("release",), release, "full", SEED))
     mistakes = load_catalogue(COURSE.catalogue(ps))
+    sources = {"full": COURSE.source(ps)}
     for mistake in mistakes:
-        jobs.append(Job(("mistake", mistake.id), mistake_notebook(release, source, mistake), "full", SEED))
+        variant = ",".join(sorted(mistake.loses))
+        if variant not in sources:
+            sources[variant] = _only_tests(sources["full"], frozenset(mistake.loses))
+        jobs.append(Job(("mistake", mistake.id), mistake_notebook(release, source, mistake), variant, SEED))
     for mistake in mistakes[:CHEATS]:
         cheating = type(mistake)(**{**mistake.__dict__, "code": NUMPY_REBOUND + mistake.code})
-        jobs.append(Job(("cheating", mistake.id), mistake_notebook(release, source, cheating), "full", SEED))
+        jobs.append(Job(("cheating", mistake.id), mistake_notebook(release, source, cheating),
+                        ",".join(sorted(mistake.loses)), SEED))
     for alternative in load_alternatives(COURSE.alternatives(ps)):
         notebook = with_answers(release, {**answers, alternative.cell: alternative.code})
         jobs.append(Job(("alternative", alternative.id), notebook, "full", SEED))
     mutants = {mutant.key: with_answers(release, {**answers, mutant.cell: mutant.code}) for mutant in sampled_mutants(ps)}
     jobs += [Job(("mutant", key, MUTANT_SEEDS[0]), notebook, "full", MUTANT_SEEDS[0], MUTANT_LIMITS)
              for key, notebook in mutants.items()]
-    sources = {"full": COURSE.source(ps)}
     graded = dict(zip((job.key for job in jobs), grade_jobs(sources, jobs, limits=LIMITS)))
     # As the audit does: a mutant that survives the first seed is graded at the others.
     later = [Job(("mutant", key, seed), mutants[key], "full", seed, MUTANT_LIMITS)
              for key in mutants if _full_marks(graded[("mutant", key, MUTANT_SEEDS[0])]) for seed in MUTANT_SEEDS[1:]]
     graded.update(zip((job.key for job in later), grade_jobs(sources, later, limits=LIMITS)))
     return graded
+
+
+def _only_tests(source: SourceNotebook, keep: frozenset[str]) -> SourceNotebook:
+    """``source`` with every test cell but those in ``keep`` left empty (each still in the report)."""
+    assert keep <= set(source.test_ids), f"tests not in {source.name}: {sorted(keep - set(source.test_ids))}"
+
+    def emptied(cell: Any) -> Any:
+        if grade_id(cell) not in source.test_ids or grade_id(cell) in keep:
+            return cell
+        cell = copy.deepcopy(cell)
+        cell.source = ""
+        return cell
+
+    return dataclasses.replace(source, cells=tuple(map(emptied, source.cells)))
 
 
 def sampled_mutants(ps: str) -> list[Mutant]:
