@@ -133,6 +133,7 @@ class GradebookWriter:
         self.batch = batch
         self.warnings: list[str] = []
         self._gradebook: Any = None
+        self._plugin: Any = None  # nbgrader's late-submission plugin, made when a due date needs it
         self._pending: list[tuple[GradeReport, str]] = []  # recorded, not yet committed
         self._new_rows = _NewRows()  # first submissions' rows, inserted at the next commit
         self._added_students: set[str] = set()  # students added in the open transaction
@@ -149,13 +150,9 @@ class GradebookWriter:
     def _open(self) -> GradebookWriter:
         _import_nbgrader()
         from nbgrader.api import Gradebook, MissingEntry
-        from nbgrader.preprocessors import AssignLatePenalties
 
         logging.getLogger("traitlets").setLevel(logging.WARNING)
         _nbgrader_on_path()  # a new gradebook is set up with alembic
-        assigner = AssignLatePenalties(config=self.course.config())
-        assigner.init_plugin()  # c.AssignLatePenalties.plugin_class, c.LateSubmissionPlugin.*
-        self._plugin = assigner.plugin_inst
         try:
             if not self._registered(Gradebook, MissingEntry):
                 register_assignment(self.course, self.ps, self.target)
@@ -173,7 +170,19 @@ class GradebookWriter:
                 f"The gradebook {self.target.db_url} could not be opened: {error}. "
                 "Check CourseDirectory.db_url in nbgrader_config.py, or grade with --no-gradebook."
             ) from error
+        # Without a due date nobody is late: nbgrader's preprocessors (and nbconvert, a fifth of
+        # a second to import) are left out.
+        self._plugin = self._late_plugin() if self._layout.duedate is not None else None
         return self
+
+    def _late_plugin(self) -> Any:
+        """nbgrader's configured late-submission plugin (c.AssignLatePenalties.plugin_class,
+        c.LateSubmissionPlugin.*)."""
+        from nbgrader.preprocessors import AssignLatePenalties
+
+        assigner = AssignLatePenalties(config=self.course.config())
+        assigner.init_plugin()
+        return assigner.plugin_inst
 
     def __exit__(self, *exc: object) -> None:
         if self._gradebook is not None:
@@ -409,6 +418,8 @@ class GradebookWriter:
         """nbgrader's configured late-submission plugin decides the penalty, as in autograde."""
         if seconds_late <= 0:
             return None
+        if self._plugin is None:  # the due date was set while this batch ran
+            self._plugin = self._late_plugin()
         penalty = self._plugin.late_submission_penalty(student, score, seconds_late)
         return None if penalty is None else min(max(penalty, 0), score)
 
