@@ -212,6 +212,27 @@ def test_another_database_and_opting_out(tmp_path):
     assert result.returncode == 2 and "gradebook" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_writing_grades_imports_nbgraders_gradebook_without_its_server_extensions(tmp_path):
+    """Over half of nbgrader's import time is its Jupyter server extensions, which a batch never
+    uses: opening the gradebook leaves them out, and nbgrader's apps still import and work after."""
+    course = one_set_course(tmp_path, PS)
+    write_submission(course, "ada", read_notebook(ROOT / "release" / PS / f"{PS}.ipynb"), None)
+    assert autograder("grade", PS, cwd=course).returncode == 0  # the problem set is in the gradebook now
+    probe = (
+        "import sys\nfrom pathlib import Path\nfrom autograder.course import Course\n"
+        "from autograder.integrations.gradebook import GradebookTarget, GradebookWriter\n"
+        f"course = Course(Path({str(course)!r}))\n"
+        f"with GradebookWriter(course, {PS!r}, GradebookTarget.for_course(course, course.root / 'submitted')):\n"
+        "    print(sorted(name for name in ('nbgrader.server_extensions', 'nbgrader.exchange', 'nbconvert') "
+        "if name in sys.modules))\n"
+        "import nbgrader\nfrom nbgrader.apps import NbGraderAPI\nprint(nbgrader.__version__, NbGraderAPI.__name__)\n")
+    result = run([sys.executable, "-c", probe], cwd=course)
+    assert result.returncode == 0, result.stderr
+    from importlib.metadata import version
+
+    assert result.stdout.splitlines() == ["[]", f"{version('nbgrader')} NbGraderAPI"], result.stdout
+
+
 def test_renaming_a_graded_cell_after_grading_says_what_to_do(tmp_path):
     course = one_set_course(tmp_path, PS)
     write_submission(course, "ada", read_notebook(ROOT / "release" / PS / f"{PS}.ipynb"), None)

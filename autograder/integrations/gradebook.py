@@ -21,6 +21,7 @@ the late penalty is nbgrader's configured ``LateSubmissionPlugin``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import itertools
 import json
 import logging
@@ -106,11 +107,30 @@ def register_assignment(course: Course, ps: str, target: GradebookTarget) -> Non
 
 
 def _import_nbgrader() -> None:
-    """Import nbgrader without the part of its import time nothing here uses: jsonschema
-    (through nbformat) compiles a grammar for checking IRIs when the optional ``rfc3987-syntax``
-    package is installed, which is half of nbgrader's import time."""
+    """Import nbgrader's gradebook without the parts of its import time nothing here uses.
+
+    - jsonschema (through nbformat) compiles a grammar for checking IRIs when the optional
+      ``rfc3987-syntax`` package is installed, which was half of nbgrader's import time.
+    - nbgrader's package ``__init__`` imports its Jupyter server extensions (and with them its
+      exchange, its apps and nbconvert: a third of a second of CPU) only to offer
+      their entry points to a Jupyter server.  Where nbgrader is not imported yet, its package is
+      set up as that ``__init__`` would leave it for everything else (``__version__`` included)
+      without running it; its submodules (the gradebook, its apps, its preprocessors) import as
+      usual.  A Jupyter server loads nbgrader's extensions in a process of its own."""
     if "jsonschema" not in sys.modules:
         sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    if "nbgrader" not in sys.modules:
+        spec = importlib.util.find_spec("nbgrader")
+        if spec is not None and spec.submodule_search_locations is not None:
+            package = importlib.util.module_from_spec(spec)
+            sys.modules["nbgrader"] = package
+            try:
+                from nbgrader._version import __version__
+
+                package.__version__ = __version__  # type: ignore[attr-defined]
+            except BaseException:
+                sys.modules.pop("nbgrader", None)
+                raise
     import nbgrader.api  # noqa: F401
 
 
