@@ -281,11 +281,10 @@ class _Decoder:
     def _items_of(self, count: int, depth: int) -> list[Any]:
         """The ``count`` items of a list or tuple at ``depth``: numbers and texts, the commonest,
         read here (with the checks decode makes), anything else by decode."""
-        decode, items = self.decode, []
+        decode = self.decode
         if depth > MAX_DEPTH:  # decode raises for the first item
-            for _ in range(count):
-                items.append(decode(depth))
-            return items
+            return [decode(depth) for _ in range(count)]
+        items: list[Any] = []
         data, end, append = self._data, self._end, items.append
         for _ in range(count):
             pos = self._pos

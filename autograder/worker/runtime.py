@@ -344,7 +344,6 @@ def _keep_builtins() -> None:
 
 def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
     """Serve the grader's requests on the connected socket ``fd`` until told to stop."""
-    _keep_builtins()
     channel = wire.Channel(socket.socket(fileno=fd))
     runtime = Runtime(channel, protections)
     channel.make_remote = lambda handle: InstructorFunction(runtime, handle)
@@ -358,3 +357,8 @@ def serve_forever(fd: int, protections: dict[str, Any] | None = None) -> None:
         if isinstance(message, messages.Shutdown):
             sys.stdout.flush()
             return
+
+
+# Once, at import: before any student code runs (the template imports this module, and every
+# worker it forks inherits the protocol modules' globals as they are).
+_keep_builtins()
